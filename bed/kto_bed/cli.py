@@ -1,0 +1,124 @@
+"""`python -m kto_bed up|down|status|env`: start and stop the whole local bed."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from . import controlplane, procs, services
+from .controlplane import Ports, wait
+from .paths import BedPaths, k8s_bin
+
+ORDER_DOWN = ("node-agent", "mlflow", "minio", "kube-scheduler", "kube-controller-manager",
+              "kube-apiserver", "etcd")
+
+
+def env_lines(paths: BedPaths, ports: Ports, creds: services.Credentials) -> dict[str, str]:
+    return {
+        "KUBECONFIG": str(paths.kubeconfig),
+        "MLFLOW_TRACKING_URI": services.tracking_uri(ports),
+        "MLFLOW_S3_ENDPOINT_URL": services.s3_endpoint(ports),
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "KTO_BED_DIR": str(paths.root),
+    }
+
+
+def node_ready(paths: BedPaths) -> bool:
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    from .node_agent import NODE_NAME
+
+    try:
+        api = config.new_client_from_config(str(paths.kubeconfig))
+        node = client.CoreV1Api(api).read_node(NODE_NAME)
+    except (ApiException, OSError):
+        return False
+    conds = {c.type: c.status for c in node.status.conditions or []}
+    taints = [t.key for t in node.spec.taints or []]
+    return conds.get("Ready") == "True" and "node.kubernetes.io/not-ready" not in taints
+
+
+def default_sa_ready(paths: BedPaths) -> bool:
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    try:
+        api = config.new_client_from_config(str(paths.kubeconfig))
+        client.CoreV1Api(api).read_namespaced_service_account("default", "default")
+        return True
+    except (ApiException, OSError):
+        return False
+
+
+def up(paths: BedPaths, ports: Ports) -> None:
+    t0 = time.monotonic()
+    paths.root.mkdir(parents=True, exist_ok=True)
+    creds = services.Credentials.ensure(paths.secrets)
+    controlplane.start(paths, ports)
+    services.start_minio(paths, ports, creds)
+    if not procs.is_running(paths, "node-agent"):
+        procs.start(paths, "node-agent", [sys.executable, "-m", "kto_bed.node_agent", "--state", str(paths.root)])
+    services.start_mlflow(paths, ports, creds)
+    wait(lambda: node_ready(paths), 60, "node kto-bed-node", paths.logs / "node-agent.log")
+    wait(lambda: default_sa_ready(paths), 60, "default ServiceAccount", paths.logs / "kube-controller-manager.log")
+    env = env_lines(paths, ports, creds)
+    text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    # kubectl of the pinned release first on PATH, so `. .bed/env && kubectl ...` talks to this bed.
+    text += f'export PATH={shlex.quote(str(k8s_bin("kubectl").parent))}:"$PATH"\n'
+    paths.env_file.write_text(text)
+    paths.env_file.chmod(0o600)
+    print(f"bed ready in {time.monotonic() - t0:.1f} s — state in {paths.root}; `. {paths.env_file}` to use it")
+
+
+def down(paths: BedPaths) -> int:
+    left = procs.stop_everything(paths, ORDER_DOWN)
+    if left:
+        print(f"warning: {left} bed processes still alive", file=sys.stderr)
+        return 1
+    print("bed stopped: no bed process left")
+    return 0
+
+
+def status_quiet(paths: BedPaths) -> bool:
+    return all(procs.is_running(paths, name) for name in ORDER_DOWN) and paths.env_file.exists()
+
+
+def status(paths: BedPaths) -> int:
+    ok = True
+    for name in reversed(ORDER_DOWN):
+        running = procs.is_running(paths, name)
+        ok &= running
+        print(f"{name:26} {'running' if running else 'stopped'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kto-bed", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "reset"])
+    args = parser.parse_args(argv)
+    paths, ports = BedPaths.default(), Ports.from_env()
+    if args.command == "up":
+        try:
+            up(paths, ports)
+        except (TimeoutError, RuntimeError) as exc:
+            print(f"bed: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "down":
+        return down(paths)
+    if args.command == "reset":
+        import shutil
+
+        rc = down(paths)
+        shutil.rmtree(paths.root, ignore_errors=True)
+        return rc
+    return status(paths)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
