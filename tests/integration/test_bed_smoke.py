@@ -85,7 +85,8 @@ def test_unmapped_image_is_err_image_pull(bed, namespace):
 def test_background_delete_kills_process(bed, namespace):
     batch, core = client.BatchV1Api(bed.api()), client.CoreV1Api(bed.api())
     marker = uuid.uuid4().hex
-    batch.create_namespaced_job(namespace, _job("sleeper", ["python", "-c", f"import time; time.sleep(600)  # {marker}"]))
+    sleeper = ["python", "-c", f"import time; time.sleep(600)  # {marker}"]
+    batch.create_namespaced_job(namespace, _job("sleeper", sleeper))
 
     def process() -> psutil.Process | None:
         for p in psutil.process_iter(["cmdline"]):
@@ -199,3 +200,47 @@ def test_mlflow_run_with_metric_and_artifact_in_minio(bed, s3, mlflow_uri, tmp_p
     assert mlf.get_run(run.info.run_id).data.metrics["accuracy"] == 0.75
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bed.artifact_bucket).get("Contents", [])]
     assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
+
+
+def test_server_is_the_pinned_release_and_node_ready(bed):
+    import json
+
+    from kto_bed.paths import pinned_versions
+
+    version = json.loads(bed.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == pinned_versions()["K8S_VERSION"]
+    nodes = json.loads(bed.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    ready = {c["type"]: c["status"] for c in nodes[0]["status"]["conditions"]}
+    assert ready["Ready"] == "True"
+
+
+def test_kubectl_logs_reads_the_pod_log_through_the_apiserver(bed, namespace):
+    batch = client.BatchV1Api(bed.api())
+    batch.create_namespaced_job(namespace, _job("talker", ["python", "-c",
+                                                           "import time; print('hello from pod', flush=True); "
+                                                           "time.sleep(600)"]))
+    out = wait_for(lambda: "hello from pod" in bed.kubectl("logs", "-n", namespace, "job/talker",
+                                                           check=False).stdout, 90, "kubectl logs")
+    assert out
+
+
+def test_readiness_probe_gates_pod_ready(bed, namespace):
+    core = client.CoreV1Api(bed.api())
+    flag = f"/tmp/kto-ready-{uuid.uuid4().hex}"
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "probed"}, "spec": {"containers": [{
+        "name": "c", "image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(600)"],
+        "readinessProbe": {"exec": {"command": ["test", "-f", flag]}, "periodSeconds": 1}}]}})
+
+    def ready() -> bool:
+        pod = core.read_namespaced_pod("probed", namespace)
+        return bool(pod.status.container_statuses and pod.status.container_statuses[0].ready)
+
+    wait_for(lambda: core.read_namespaced_pod("probed", namespace).status.phase == "Running", 60, "Running")
+    assert not ready()
+    open(flag, "w").close()
+    try:
+        wait_for(ready, 30, "readiness probe passing")
+    finally:
+        import os
+
+        os.unlink(flag)
