@@ -1,0 +1,135 @@
+"""kopf handlers of the power module: thin wrappers around `reconcile.Pass`.
+
+Imported by the operator's main (same process as the TrainingRun handlers); also runs alone:
+``kopf run -m kto_operator.power.handlers --namespace NS --standalone``.
+
+- one daemon per PowerSchedule runs reconcile passes; it waits between passes until the next clock
+  edge (at most `max_wait`), or until nudged;
+- watch events of PowerSchedules (spec or wake/sleep annotations changed) and TrainingRuns (a run
+  appeared, ended or went away) nudge the daemon of that namespace, so reactions are immediate;
+- deleting a PowerSchedule wakes what it put to sleep (no readiness wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kto_operator.power import history, metrics
+from kto_operator.power.kube import GROUP, PLURAL, RUNS_PLURAL, VERSION, Kube
+from kto_operator.power.reconcile import Pass, PowerSettings, release_all
+
+Key = tuple[str, str]
+_nudges: dict[Key, asyncio.Event] = {}
+_seen_powers: dict[Key, tuple[Any, ...]] = {}
+_seen_runs: dict[str, bool] = {}  # run uid -> active
+
+
+def new_api_client(pool: int) -> client.ApiClient:
+    """A client of its own (in-cluster config, else kubeconfig) with a pool for parallel patches."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = max(pool, 4)
+    return client.ApiClient(cfg)
+
+
+@kopf.on.startup()
+def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    settings = PowerSettings.from_env(os.environ)
+    memo.power_settings = settings
+    memo.power_api = new_api_client(settings.parallelism * 2)
+    logger.info("power: %s", settings)
+
+
+def _nudge_namespace(namespace: str | None) -> None:
+    for (ns, _name), ev in _nudges.items():
+        if ns == namespace:
+            ev.set()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def power_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    key = (namespace or "", name)
+    if type == "DELETED":
+        _seen_powers.pop(key, None)
+        return
+    ann = body.metadata.annotations
+    sig = (body.metadata.get("generation"), ann.get(history.WAKE_REQUESTED_AT), ann.get(history.SLEEP_REQUESTED_AT))
+    if _seen_powers.get(key) != sig:  # our own status writes change nothing here: no self-nudging
+        _seen_powers[key] = sig
+        if key in _nudges:
+            _nudges[key].set()
+        else:  # a second PowerSchedule changes which one governs
+            _nudge_namespace(namespace)
+
+
+@kopf.on.event(GROUP, VERSION, RUNS_PLURAL)
+async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    uid = body.metadata.uid
+    active = type != "DELETED" and history.is_active(body)
+    if type == "DELETED":
+        _seen_runs.pop(uid, None)
+    elif _seen_runs.get(uid) == active:
+        return  # progress updates of a run: nothing for power
+    else:
+        _seen_runs[uid] = active
+    _nudge_namespace(namespace)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="power", cancellation_timeout=10.0)
+async def power_daemon(
+    stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
+    logger: kopf.Logger, **_: Any,
+) -> None:
+    assert namespace, "PowerSchedule is namespaced"
+    settings: PowerSettings = memo.power_settings
+    kube = Kube(memo.power_api)
+    key = (namespace, name)
+    nudge = _nudges.setdefault(key, asyncio.Event())
+
+    def emit(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+    try:
+        while not stopped:
+            nudge.clear()
+            started = time.monotonic()
+            try:
+                wait = await asyncio.to_thread(Pass(kube, settings, namespace, name, _now(), emit).run)
+            except (ApiException, urllib3.exceptions.HTTPError) as err:
+                # The API server hiccupped or an object changed under us: try again shortly.
+                logger.warning("power pass failed: %s", err)
+                wait = 2.0
+            logger.debug("power pass took %.3f s; next in %.1f s", time.monotonic() - started, wait)
+            deadline = time.monotonic() + wait
+            while not stopped and not nudge.is_set() and (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nudge.wait(), timeout=min(left, 1.0))
+    finally:
+        _nudges.pop(key, None)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
+    assert namespace, "PowerSchedule is namespaced"
+    released = release_all(Kube(memo.power_api), namespace, name, memo.power_settings)
+    for line in released:
+        logger.info("released %s", line)
+    metrics.forget(namespace, name)

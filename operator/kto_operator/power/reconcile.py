@@ -1,0 +1,233 @@
+"""One reconcile pass of a PowerSchedule: decide, then move the platform one step towards it.
+
+States: On -> GoingToSleep -> Off -> WakingUp -> On. Each pass makes at most one state transition and
+returns how long to wait before the next pass, so the caller (a kopf daemon) never blocks. Every step is
+idempotent: the truth about a slept workload is on the workload (kto.dev/ annotations), so a pass after
+an operator restart continues where the last one stopped.
+
+GoingToSleep is announced in status *before* the runs are listed again and the workloads are scaled:
+a TrainingRun handler that asks `gate.platform_ready` after that sees "not ready", and a run created
+before it is seen by the next pass, which then defers the sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from kto_operator.power import history, metrics, schedule, workloads
+from kto_operator.power.kube import Conflict, Emit, Kube
+from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Decision, SpecError
+from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, KINDS, STATEFULSET
+
+log = logging.getLogger(__name__)
+
+DUPLICATE = "Duplicate"
+INVALID_SCHEDULE = "InvalidSchedule"
+INVALID_SPEC = "InvalidSpec"
+SLEEP_ORDER = (DEPLOYMENT, CRONJOB, STATEFULSET)  # apps first, databases last
+WAKE_ORDER = (STATEFULSET, DEPLOYMENT, CRONJOB)  # databases first, each group Ready before the next
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    operator_deployment: str | None = None  # a Deployment name never to scale (besides the label)
+    ready_timeout: float = 600.0  # a wake group not Ready after this goes on anyway (Warning Event)
+    poll: float = 1.0  # seconds between passes while a transition is in progress
+    max_wait: float = 60.0  # longest wait between passes when nothing is scheduled sooner
+    parallelism: int = 8  # concurrent workload patches
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PowerSettings:
+        return cls(
+            operator_deployment=env.get("KTO_OPERATOR_DEPLOYMENT") or None,
+            ready_timeout=float(env.get("KTO_POWER_READY_TIMEOUT", cls.ready_timeout)),
+            poll=float(env.get("KTO_POWER_POLL", cls.poll)),
+            max_wait=float(env.get("KTO_POWER_MAX_WAIT", cls.max_wait)),
+            parallelism=int(env.get("KTO_POWER_PARALLELISM", cls.parallelism)),
+        )
+
+
+def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
+    """The one PowerSchedule of a namespace that acts: the oldest (then by name); the others report Duplicate."""
+    live = [p for p in powers if not p["metadata"].get("deletionTimestamp")]
+    if not live:
+        return None
+    oldest = min(live, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+    return str(oldest["metadata"]["name"])
+
+
+class Pass:
+    """One pass over one PowerSchedule (state kept only for the duration of the pass)."""
+
+    def __init__(self, kube: Kube, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit):
+        self.kube, self.settings, self.ns, self.name, self.now, self.emit = kube, settings, ns, name, now, emit
+        self.status: dict[str, Any] = {}
+        self.new: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------------------------------------
+    def run(self) -> float:
+        power = self.kube.get_power(self.ns, self.name)
+        if power is None or power["metadata"].get("deletionTimestamp"):
+            return self.settings.max_wait
+        self.status = dict(power.get("status") or {})
+        if governing(self.kube.list_powers(self.ns)) != self.name:
+            self.write(state=None, reason=DUPLICATE,
+                       message="another PowerSchedule in this namespace is older and governs it")
+            self.flush(warn_reason=DUPLICATE)
+            return self.settings.max_wait
+        try:
+            spec = schedule.PowerSpec.from_dict(power.get("spec") or {})
+        except SpecError as err:
+            self.write(reason=INVALID_SPEC, message=str(err))
+            self.flush(warn_reason=INVALID_SPEC)
+            return self.settings.max_wait
+        runs = self.kube.list_runs(self.ns)
+        hist, manual, activity = history.build_history(power, runs, self.now)
+        decision = schedule.decide(spec, hist, self.now)
+        problems = manual.problems + decision.problems
+        self.write(
+            reason=INVALID_SCHEDULE if problems else decision.reason,
+            message="; ".join((*problems, decision.message)),
+            nextOn=history.fmt_time(decision.next_on),
+            nextOff=history.fmt_time(decision.next_off),
+            deferredBy=list(decision.deferred_by),
+            activeRuns=list(hist.active_runs),
+            lastRunActivity=history.fmt_time(activity),
+            manual=manual.status_manual,
+            observedGeneration=power["metadata"].get("generation"),
+        )
+        if decision.deferred_by and not self.status.get("deferredBy") and decision.reason == schedule.SLEEP_DEFERRED:
+            self.emit("Normal", schedule.SLEEP_DEFERRED, decision.message)
+        wait = self.step(spec, decision, power)
+        self.flush(warn_reason=INVALID_SCHEDULE if problems else None)
+        metrics.observe(self.ns, self.name, self.merged())
+        return wait
+
+    def step(self, spec: schedule.PowerSpec, d: Decision, power: Mapping[str, Any]) -> float:
+        current = self.status.get("state")
+        if d.desired == OFF:
+            if current == OFF:
+                return self.idle_wait(d)
+            if current != GOING_TO_SLEEP:
+                self.transition(GOING_TO_SLEEP, d.message)
+                return 0.0
+            sel = workloads.Selection.from_spec(power.get("spec") or {}, self.settings.operator_deployment)
+            if not self.sleep_all(sel):
+                return self.settings.poll
+            self.transition(OFF, d.message, "Asleep")
+            return self.idle_wait(d)
+        if current == ON:
+            return self.idle_wait(d)
+        if current != WAKING_UP:
+            self.transition(WAKING_UP, d.message)
+            self.write(wakeStartedAt=history.fmt_time(self.now))
+            return 0.0
+        if not self.wake_step():
+            return self.settings.poll
+        self.transition(ON, d.message, "Awake")
+        self.write(workloads=[], wakeStartedAt=None)
+        return self.idle_wait(d)
+
+    # ---------------------------------------------------------------------------------------------
+    def sleep_all(self, sel: workloads.Selection) -> bool:
+        """Scale/suspend every managed workload; False when one changed under us (retry next pass)."""
+        now_iso = history.fmt_time(self.now) or ""
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        ok = True
+        for kind in SLEEP_ORDER:
+            objs = self.kube.list_workloads(kind, self.ns)
+            todo = [(o, p) for o in workloads.managed(kind, objs, sel)
+                    if (p := workloads.sleep_patch(kind, o, self.name, now_iso)) is not None]
+            results = self.patch_many(kind, [(o["metadata"]["name"], p) for o, p in todo])
+            patched = {r["metadata"]["name"]: r for r in results if isinstance(r, dict)}
+            ok = ok and not any(isinstance(r, Conflict) for r in results)
+            by_kind[kind] = [patched.get(o["metadata"]["name"], o) for o in objs]
+        self.write(workloads=workloads.status_workloads(by_kind))
+        return ok
+
+    def wake_step(self) -> bool:
+        """Restore one group at a time (StatefulSets, Deployments, CronJobs); True once all are Ready."""
+        waiting_for = {(w["kind"], w["name"]) for w in self.status.get("workloads") or []}
+        started = history.parse_time(self.status.get("wakeStartedAt")) or self.now
+        timed_out = self.now - started > timedelta(seconds=self.settings.ready_timeout)
+        for kind in WAKE_ORDER:
+            objs = self.kube.list_workloads(kind, self.ns)
+            actions = [(o["metadata"]["name"], a) for o in objs if (a := workloads.wake_action(kind, o))]
+            if actions:
+                results = self.patch_many(kind, [(n, a.patch) for n, a in actions])
+                for (_, a), r in zip(actions, results, strict=True):
+                    if not a.restored and isinstance(r, dict):
+                        self.emit("Normal", "HumanEditKept", a.detail)
+                return False  # look at the restored group again on the next pass
+            not_ready = sorted(o["metadata"]["name"] for o in objs
+                               if (kind, o["metadata"]["name"]) in waiting_for and not workloads.ready(kind, o))
+            if not_ready and not timed_out:
+                self.write(message=f"waking up: waiting for {kind}s to be Ready: {', '.join(not_ready[:10])}")
+                return False
+            if not_ready and not self.status.get("wakeTimedOut"):
+                self.emit("Warning", "WakeTimeout",
+                          f"{kind}s not Ready after {self.settings.ready_timeout:.0f} s: {', '.join(not_ready)}")
+                self.write(wakeTimedOut=True)
+        self.write(wakeTimedOut=None)
+        return True
+
+    def patch_many(self, kind: str, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | Conflict | None]:
+        def one(item: tuple[str, dict[str, Any]]) -> dict[str, Any] | Conflict | None:
+            try:
+                return self.kube.patch_workload(kind, self.ns, item[0], item[1])
+            except Conflict as err:
+                return err
+
+        if len(items) <= 1:
+            return [one(i) for i in items]
+        with ThreadPoolExecutor(max_workers=self.settings.parallelism) as pool:
+            return list(pool.map(one, items))
+
+    # ---------------------------------------------------------------------------------------------
+    def transition(self, state: str, message: str, event_reason: str | None = None) -> None:
+        self.write(state=state, lastTransition=history.fmt_time(self.now))
+        self.emit("Normal", event_reason or state, f"{state}: {message}")
+        metrics.transition(self.ns, self.name, state)
+
+    def idle_wait(self, d: Decision) -> float:
+        if d.recheck_at is None:
+            return self.settings.max_wait
+        return max(0.0, min(self.settings.max_wait, (d.recheck_at - self.now).total_seconds()))
+
+    def write(self, **fields: Any) -> None:
+        self.new.update(fields)
+
+    def merged(self) -> dict[str, Any]:
+        return {**self.status, **{k: v for k, v in self.new.items() if v is not None}}
+
+    def flush(self, warn_reason: str | None = None) -> None:
+        """Patch status with what changed (nothing when nothing did: no event storm from our own writes)."""
+        changes = {k: v for k, v in self.new.items() if self.status.get(k) != v}
+        if not changes:
+            return
+        if warn_reason and "message" in changes and self.status.get("reason") != warn_reason:
+            self.emit("Warning", warn_reason, str(self.new.get("message")))
+        self.kube.patch_power_status(self.ns, self.name, changes)
+        self.status.update(changes)
+        self.new = {}
+
+
+def release_all(kube: Kube, ns: str, owner: str, settings: PowerSettings) -> list[str]:
+    """Wake (without waiting) every workload `owner` put to sleep: used when the PowerSchedule is deleted."""
+    done = []
+    for kind in KINDS:
+        for obj in kube.list_workloads(kind, ns):
+            ann = obj["metadata"].get("annotations") or {}
+            action = workloads.wake_action(kind, obj)
+            if action and ann.get(workloads.SLEPT_BY) in (owner, None):
+                try:
+                    if kube.patch_workload(kind, ns, obj["metadata"]["name"], action.patch) is not None:
+                        done.append(action.detail)
+                except Conflict:
+                    log.warning("%s/%s changed during release; left annotated", kind, obj["metadata"]["name"])
+    return done
