@@ -1,0 +1,145 @@
+"""kopf handlers of the TrainingRun operator. Thin: each one calls a function of `reconcile`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+from typing import Any
+
+import kopf
+import kubernetes
+
+from . import naming, reconcile
+from .kube import Kube
+from .metrics import Metrics
+from .settings import OperatorSettings
+from .status import TERMINAL_PHASES
+from .tracking import Tracker
+
+TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
+# Resync and progress period of a non-final run. Between ticks, Job and pod events drive the updates.
+FOLLOW_INTERVAL = 5.0
+POWER_GATE = "kto_operator.power.gate"
+CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+
+
+def _kube_client(max_workers: int) -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    config = kubernetes.client.Configuration.get_default_copy()
+    # One connection per handler thread, so that threads never queue for a socket.
+    config.connection_pool_maxsize = max_workers + 4
+    return kubernetes.client.ApiClient(config)
+
+
+def _platform_gate(api: kubernetes.client.ApiClient) -> reconcile.PlatformGate | None:
+    """The power module's `platform_ready` as a gate (None when that module is not installed)."""
+    if importlib.util.find_spec("kto_operator.power") is None or \
+            importlib.util.find_spec(POWER_GATE) is None:
+        return None
+    module = importlib.import_module(POWER_GATE)
+
+    def gate(namespace: str) -> str | None:
+        ready, reason = module.platform_ready(namespace, api)
+        return None if ready else str(reason)
+
+    return gate
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
+    ours = OperatorSettings.from_env(os.environ, namespace=memo.get("namespace"))
+    # kopf's bookkeeping in annotations under kto.dev: the structural schema would prune `status.kopf`.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.KOPF_PREFIX)
+    settings.persistence.finalizer = naming.FINALIZER
+    # No peering and no CRD scanning: both watch cluster-scoped objects a namespaced Role cannot read.
+    settings.peering.standalone = True
+    settings.scanning.disabled = True
+    settings.execution.max_workers = ours.max_workers
+    settings.posting.reporting_component = naming.MANAGED_BY
+    settings.posting.level = logging.WARNING  # Events come from explicit kopf.info/warn, not from logs.
+    # Restart watches regularly: a silently dropped connection must not freeze the operator.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+    # MLflow reads these per request. Its defaults (7 retries, 120 s timeout) would hold a thread for
+    # minutes during an outage instead of reporting MlflowUnavailable and retrying with backoff.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(ours.mlflow_http_timeout))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(ours.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    metrics = Metrics()
+    metrics.serve(ours.metrics_port)
+    api = _kube_client(ours.max_workers)
+    memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(), metrics=metrics,
+                                          platform_gate=_platform_gate(api))
+    logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s",
+                ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off")
+
+
+def _ctx(memo: Any, namespace: str | None) -> tuple[reconcile.Context, str]:
+    ctx: reconcile.Context = memo.trainingruns
+    # TrainingRuns, Jobs and pods are all namespaced: kopf always passes a namespace for them.
+    assert namespace is not None
+    return ctx, namespace
+
+
+def _active(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+@kopf.on.resume(*TR)
+@kopf.on.create(*TR)
+def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
+    """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating."""
+    ctx, ns = _ctx(memo, namespace)
+    reconcile.seen(ctx, body)
+    reconcile.ensure_started(ctx, ns, name, retry)
+
+
+@kopf.on.update(*TR, field="spec")
+def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.Body, memo: Any,
+                 **_: Any) -> None:
+    """`cancel` is the only mutable field (CEL); untyped extra parameters slip past CEL: say so."""
+    ignored = sorted({".".join(map(str, d[1])) for d in diff if tuple(d[1])[:1] != ("cancel",)})
+    if ignored:
+        kopf.warn(body, reason="SpecChangeIgnored",
+                  message=f"{', '.join(ignored)} changed after creation: ignored; create a new TrainingRun")
+    reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
+
+
+@kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_active)
+def tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Progress from MLflow, and a resync in case a Job or pod event was missed."""
+    reconcile.follow(*_ctx(memo, namespace), name, with_progress=True)
+
+
+def _owner_name(meta: kopf.Meta) -> str | None:
+    return meta.get("annotations", {}).get(naming.ANNOTATION_TRAININGRUN)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
+def job_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    owner = _owner_name(meta)
+    if owner:
+        reconcile.follow(*_ctx(memo, namespace), owner, with_progress=False)
+
+
+@kopf.on.event("v1", "pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
+def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    owner = _owner_name(meta)
+    if owner:
+        reconcile.follow(*_ctx(memo, namespace), owner, with_progress=False)
+
+
+@kopf.on.delete(*TR)
+def delete(namespace: str | None, name: str, retry: int, memo: Any, **_: Any) -> None:
+    """Stop the pods and mark the MLflow run KILLED; bounded retries, never a stuck finalizer."""
+    reconcile.finalize(*_ctx(memo, namespace), name, retry)

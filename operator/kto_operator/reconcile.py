@@ -1,0 +1,364 @@
+"""What the handlers do, per TrainingRun, under one lock: start (MLflow run, then Job), follow, finish,
+cancel, clean up. Every step re-reads the TrainingRun and is idempotent, so any handler may call it at
+any time and a restarted operator simply calls it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
+
+import kopf
+
+from . import jobs, naming, status
+from .kube import JobConflict, Kube
+from .metrics import Metrics
+from .settings import OperatorSettings
+from .tracking import MlflowUnavailable, RegisterRule, RunInfo, Tracker, TrackingError
+
+logger = logging.getLogger(__name__)
+
+# Reasons reported as Warning events (the others are Normal).
+WARNING_REASONS = frozenset(
+    {"MlflowUnavailable", "MlflowError", "InvalidSpec", "JobConflict", "JobDeleted", "Unschedulable"}
+    | status.IMAGE_PULL_ERRORS
+    | status.CONFIG_ERRORS
+)
+JOB_CONFLICT_DELAY = 5.0
+PLATFORM_DELAY = 5.0
+
+# From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
+# storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
+# them as active and wakes the platform.
+PlatformGate = Callable[[str], "str | None"]
+
+
+class KeyedLocks:
+    """One lock per TrainingRun, so that a pod event, a timer tick and a handler never interleave."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def forget(self, key: str) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+
+
+@dataclasses.dataclass
+class Context:
+    """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    tracker: Tracker
+    metrics: Metrics
+    locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
+    platform_gate: PlatformGate | None = None
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+
+    @property
+    def limits(self) -> status.Limits:
+        s = self.settings
+        return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
+
+
+def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the TrainingRun (kopf posts it in the background)."""
+    kopf.event(cast(kopf.Body, tr), type=type_, reason=reason, message=message[:1024])
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def _phase(tr: Mapping[str, Any]) -> str | None:
+    return (tr.get("status") or {}).get("phase")
+
+
+def _run_ids(tr: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (tr.get("status") or {}).get("mlflow") or {}
+
+
+def _uri(ctx: Context, tr: Mapping[str, Any]) -> str:
+    return jobs.tracking_uri(tr["spec"], ctx.settings)
+
+
+def _run_url(ctx: Context, tr: Mapping[str, Any], run: RunInfo) -> str:
+    override = (tr["spec"].get("mlflow") or {}).get("trackingUri")
+    base = override.rstrip("/") if override else ctx.settings.ui_base
+    return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+
+
+def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str, **extra: Any) -> None:
+    """Patch the status (only if something changed), with an Event and metrics on each transition."""
+    meta = tr["metadata"]
+    current = tr.get("status") or {}
+    message = message[: ctx.settings.message_max_chars]
+    changed_phase = (current.get("phase"), current.get("reason")) != (phase, reason)
+    patch: dict[str, Any] = {k: v for k, v in extra.items() if current.get(k) != v}
+    if changed_phase or current.get("message") != message:
+        patch.update(phase=phase, reason=reason, message=message)
+    if changed_phase:
+        patch["conditions"] = status.conditions_for(current.get("conditions") or [], phase, reason, message,
+                                                    ctx.clock())
+    if not patch and current.get("observedGeneration") == meta.get("generation"):
+        return
+    patch["observedGeneration"] = meta.get("generation")
+    ctx.kube.patch_run_status(meta["namespace"], meta["name"], patch)
+    tr["status"] = {**current, **patch}
+    ctx.metrics.set_phase(meta["uid"], phase)
+    if changed_phase:
+        ctx.metrics.transitions.labels(phase, reason).inc()
+        text = f"{phase}: {message}" if message else phase
+        warning = phase == status.FAILED or reason in WARNING_REASONS
+        _event(tr, "Warning" if warning else "Normal", reason, text)
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    # NaN and infinities are not JSON numbers: the API server would refuse the whole patch.
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
+            start_time: str | None = None) -> bool:
+    """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
+    final metrics, model registration; then the status. With MLflow down the status keeps its phase
+    (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow."""
+    ids = _run_ids(tr)
+    extra: dict[str, Any] = {"completionTime": status.format_time(ctx.clock())}
+    if start_time and not (tr.get("status") or {}).get("startTime"):
+        extra["startTime"] = start_time
+    notes: list[str] = []
+    if ids.get("runId"):
+        uri, run_id = _uri(ctx, tr), str(ids["runId"])
+        try:
+            ctx.tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase])
+            metrics = _finite(ctx.tracker.metrics(uri, run_id))
+            rule = RegisterRule.from_spec(tr["spec"].get("registerModel"))
+            if phase == status.SUCCEEDED and rule:
+                value = metrics.get(rule.metric)
+                if value is None:
+                    notes.append(f"model not registered: metric {rule.metric} was not logged")
+                elif rule.passes(value):
+                    extra["modelVersion"] = ctx.tracker.register(uri, run_id, str(ids.get("experimentId")), rule)
+                    notes.append(f"model {rule.name} version {extra['modelVersion']} registered")
+                else:
+                    notes.append(f"model not registered: {rule.metric}={value:.4g} misses threshold {rule.threshold}")
+            if metrics:
+                extra["metrics"] = metrics
+                primary = status.primary_metric(metrics, rule.metric if rule else None)
+                if primary:
+                    extra["primaryMetric"] = primary
+        except MlflowUnavailable as exc:
+            ctx.metrics.mlflow_errors.inc()
+            current = _phase(tr) or status.PENDING
+            _write(ctx, tr, current, "MlflowUnavailable",
+                   f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}")
+            return False
+        except TrackingError as exc:
+            notes.append(f"MLflow: {exc}")
+    _write(ctx, tr, phase, reason, "\n".join([message, *notes]).strip(), **extra)
+    return True
+
+
+def _fresh(ctx: Context, namespace: str, name: str) -> dict[str, Any] | None:
+    """The TrainingRun as stored now, or None when there is nothing left to do for it."""
+    tr = ctx.kube.get_run(namespace, name)
+    if tr is None or tr["metadata"].get("deletionTimestamp") or _phase(tr) in status.TERMINAL_PHASES:
+        return None
+    tr.setdefault("status", {})
+    return tr
+
+
+def ensure_started(ctx: Context, namespace: str, name: str, attempt: int = 0) -> None:
+    """Create (or find) the MLflow run, then the Job. Raises kopf.TemporaryError to be retried."""
+    with ctx.locks.hold(_key(namespace, name)):
+        tr = _fresh(ctx, namespace, name)
+        if tr is None:
+            return
+        if tr["spec"].get("cancel"):
+            _cancel(ctx, tr)
+            return
+        try:
+            jobs.build_job(tr, ctx.settings, jobs.MlflowIds("-", "-", "-"))  # validation only
+        except jobs.InvalidSpec as exc:
+            _finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
+            return
+        ids = _run_ids(tr)
+        if not ids.get("runId"):
+            if not _ensure_run(ctx, tr, attempt):
+                return
+            ids = _run_ids(tr)
+        if not tr["status"].get("jobName"):
+            _ensure_job(ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]), _uri(ctx, tr)))
+        _follow(ctx, tr, with_progress=False)
+
+
+def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool:
+    """Find or create the MLflow run and record it; False when the run can never start."""
+    meta, spec = tr["metadata"], tr["spec"]
+    if ctx.platform_gate is not None:
+        waiting = ctx.platform_gate(meta["namespace"])
+        if waiting:
+            _write(ctx, tr, status.WAITING_FOR_PLATFORM, "WaitingForPlatform", waiting)
+            raise kopf.TemporaryError(waiting, delay=PLATFORM_DELAY)
+    tags = naming.run_tags(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
+                           job=naming.job_name(meta["name"]), image=spec["image"])
+    try:
+        run = ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"], tags,
+                                     jobs.validate_parameters(spec.get("parameters") or {}))
+    except MlflowUnavailable as exc:
+        ctx.metrics.mlflow_errors.inc()
+        delay = ctx.settings.retry_delay(attempt)
+        _write(ctx, tr, status.PENDING, "MlflowUnavailable", f"{exc} (retrying in {delay:.0f}s)")
+        raise kopf.TemporaryError(str(exc), delay=delay) from exc
+    except TrackingError as exc:
+        _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
+        return False
+    _write(ctx, tr, status.PENDING, "RunCreated", f"MLflow run {run.run_id} ready",
+           mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
+    return True
+
+
+def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
+    meta = tr["metadata"]
+    manifest = jobs.build_job(tr, ctx.settings, ids)
+    try:
+        created = ctx.kube.create_job(manifest, meta["uid"])
+    except JobConflict as exc:
+        _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
+    name = manifest["metadata"]["name"]
+    if created:
+        submitted = status.parse_time(meta.get("creationTimestamp"))
+        if submitted:
+            ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
+    _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
+
+
+def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:
+    """Bring the status up to date with the Job, its pods and (with_progress) the MLflow run."""
+    with ctx.locks.hold(_key(namespace, name)):
+        tr = _fresh(ctx, namespace, name)
+        if tr is None:
+            return
+        if tr["spec"].get("cancel"):
+            _cancel(ctx, tr)
+        elif tr["status"].get("jobName"):
+            _follow(ctx, tr, with_progress=with_progress)
+
+
+def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
+    meta, current = tr["metadata"], tr["status"]
+    job_name = current["jobName"]
+    job = ctx.kube.get_job(meta["namespace"], job_name)
+    if job is None:
+        _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
+        return
+    observed = status.observe(job, ctx.kube.list_pods(meta["namespace"], meta["uid"]), ctx.clock(), ctx.limits)
+    if observed.terminal:
+        finished = _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time)
+        # After the status (else a retry would see the Job gone and lose the reason).
+        if finished and observed.stop_job and ctx.kube.delete_job(meta["namespace"], job_name, meta["uid"]):
+            _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
+        return
+    extra: dict[str, Any] = {}
+    if observed.start_time and not current.get("startTime"):
+        extra["startTime"] = observed.start_time
+    if observed.phase == status.RUNNING and with_progress:
+        extra.update(_progress(ctx, tr))
+    _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
+
+
+def _progress(ctx: Context, tr: Mapping[str, Any]) -> dict[str, Any]:
+    """Live metrics and `epoch k of n` from the MLflow run; nothing when MLflow cannot say."""
+    run_id = _run_ids(tr).get("runId")
+    if not run_id:
+        return {}
+    uri = _uri(ctx, tr)
+    try:
+        metrics = _finite(ctx.tracker.metrics(uri, str(run_id)))
+        done = ctx.tracker.epochs_done(uri, str(run_id), metrics)
+    except (MlflowUnavailable, TrackingError) as exc:
+        logger.info("progress of %s unavailable: %s", tr["metadata"]["name"], exc)
+        return {}
+    extra: dict[str, Any] = {}
+    epochs = (tr["spec"].get("parameters") or {}).get("epochs")
+    if metrics:
+        extra["metrics"] = metrics
+    if done or epochs:
+        extra["progress"] = {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}
+    return extra
+
+
+def _cancel(ctx: Context, tr: dict[str, Any]) -> None:
+    """spec.cancel: stop the pods (Job deleted, pods removed in the background), MLflow KILLED."""
+    meta = tr["metadata"]
+    job_name = naming.job_name(meta["name"])
+    if ctx.kube.delete_job(meta["namespace"], job_name, meta["uid"]):
+        _event(tr, "Normal", reason="JobDeleted", message=f"Job {job_name} deleted (cancel)")
+    if not _run_ids(tr).get("runId"):
+        _adopt_run(ctx, tr)
+    _finish(ctx, tr, status.CANCELLED, "Cancelled", "cancelled (spec.cancel: true)")
+
+
+def _adopt_run(ctx: Context, tr: dict[str, Any]) -> None:
+    """Find a run created just before a crash (its id never reached the status) so it gets closed too."""
+    meta = tr["metadata"]
+    try:
+        run = ctx.tracker.lookup_run(_uri(ctx, tr), tr["spec"]["experiment"], meta["uid"])
+    except (MlflowUnavailable, TrackingError) as exc:
+        logger.info("cannot look for the MLflow run of %s: %s", meta["name"], exc)
+        return
+    if run is not None:
+        tr["status"]["mlflow"] = {"runId": run.run_id, "experimentId": run.experiment_id}
+
+
+def finalize(ctx: Context, namespace: str, name: str, attempt: int) -> None:
+    """Deletion: stop the pods and mark the MLflow run KILLED. With MLflow down, retry a few times, then
+    let the object go anyway (a finalizer must never keep a namespace from being deleted)."""
+    key = _key(namespace, name)
+    with ctx.locks.hold(key):
+        tr = ctx.kube.get_run(namespace, name)
+        if tr is None:
+            return
+        tr.setdefault("status", {})
+        meta = tr["metadata"]
+        ctx.kube.delete_job(namespace, naming.job_name(name), meta["uid"])
+        if _phase(tr) not in status.TERMINAL_PHASES:
+            try:
+                run_id = _run_ids(tr).get("runId")
+                if not run_id:
+                    found = ctx.tracker.lookup_run(_uri(ctx, tr), tr["spec"]["experiment"], meta["uid"])
+                    run_id = found.run_id if found else None
+                if run_id:
+                    ctx.tracker.terminate(_uri(ctx, tr), str(run_id), "KILLED")
+            except MlflowUnavailable as exc:
+                ctx.metrics.mlflow_errors.inc()
+                if attempt < ctx.settings.delete_retries:
+                    raise kopf.TemporaryError(str(exc), delay=ctx.settings.retry_delay(attempt)) from exc
+                _event(tr, "Warning", reason="MlflowUnavailable",
+                          message=f"MLflow unreachable after {attempt + 1} tries; its run is left as is: {exc}")
+            except TrackingError as exc:
+                _event(tr, "Warning", reason="MlflowError", message=str(exc))
+        ctx.metrics.set_phase(meta["uid"], None)
+    ctx.locks.forget(key)
+
+
+def seen(ctx: Context, tr: Mapping[str, Any]) -> None:
+    """Count a TrainingRun in the per-phase gauge (at startup, before anything changes)."""
+    ctx.metrics.set_phase(tr["metadata"]["uid"], _phase(tr) or status.PENDING)

@@ -1,0 +1,108 @@
+"""Operator settings: read once from the environment in the startup handler, then passed around frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+DEFAULT_TRACKING_URI = "http://mlflow:5000"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    """Everything configurable about the operator. Built by `from_env()`; never mutated."""
+
+    # MLflow tracking URI when a TrainingRun has no spec.mlflow.trackingUri. The operator and the trainer
+    # use the same URI (in a cluster: the MLflow Service's DNS name).
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    # Base of the links written to status.mlflow.url (the route users open); default: the tracking URI.
+    ui_base_url: str | None = None
+    # None: all namespaces (needs a ClusterRole); a name: that namespace only (a Role is enough).
+    namespace: str | None = None
+    # Port of the Prometheus /metrics endpoint; 0 turns it off.
+    metrics_port: int = 8080
+    # How long an image-pull error may persist before the run is Failed (Kubeflow #2001: stuck forever).
+    fail_fast_seconds: float = 30.0
+    # Seconds between checks of a running run (progress from MLflow, and a resync of Job and pods).
+    follow_interval: float = 5.0
+    # First and largest delay between retries while MLflow is unreachable.
+    mlflow_retry_delay: float = 5.0
+    mlflow_retry_max_delay: float = 60.0
+    # Tries of the MLflow clean-up when a TrainingRun is deleted, before the finalizer is let go anyway.
+    delete_retries: int = 5
+    # MLflow client: seconds per HTTP request and retries inside one call. Small, so that an MLflow outage
+    # turns into a quick MlflowUnavailable instead of a thread blocked for minutes in MLflow's own backoff.
+    mlflow_http_timeout: int = 10
+    mlflow_http_retries: int = 1
+    # Threads running the (synchronous) handlers.
+    max_workers: int = 16
+    # Lines of the trainer's log (termination message) kept in status.message, and its maximum size.
+    log_tail_lines: int = 20
+    message_max_chars: int = 2048
+    # ServiceAccount of trainer pods when a TrainingRun names none (None: the namespace's default).
+    default_service_account: str | None = None
+
+    @property
+    def ui_base(self) -> str:
+        return (self.ui_base_url or self.tracking_uri).rstrip("/")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, namespace: str | None = None) -> OperatorSettings:
+        """Settings from KTO_* variables (MLFLOW_TRACKING_URI is the fallback for the tracking URI)."""
+        tracking_uri = env.get("KTO_MLFLOW_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        settings = cls(
+            tracking_uri=tracking_uri,
+            ui_base_url=env.get("KTO_MLFLOW_UI_URL") or None,
+            namespace=namespace if namespace is not None else (env.get("KTO_NAMESPACE") or None),
+            metrics_port=_int(env, "KTO_METRICS_PORT", cls.metrics_port, minimum=0),
+            fail_fast_seconds=_float(env, "KTO_FAIL_FAST_SECONDS", cls.fail_fast_seconds),
+            follow_interval=_float(env, "KTO_FOLLOW_INTERVAL", cls.follow_interval, minimum=0.5),
+            mlflow_retry_delay=_float(env, "KTO_MLFLOW_RETRY_DELAY", cls.mlflow_retry_delay, minimum=0.1),
+            mlflow_retry_max_delay=_float(env, "KTO_MLFLOW_RETRY_MAX_DELAY", cls.mlflow_retry_max_delay, 0.1),
+            delete_retries=_int(env, "KTO_DELETE_RETRIES", cls.delete_retries, minimum=0),
+            mlflow_http_timeout=_int(env, "KTO_MLFLOW_HTTP_TIMEOUT", cls.mlflow_http_timeout, minimum=1),
+            mlflow_http_retries=_int(env, "KTO_MLFLOW_HTTP_RETRIES", cls.mlflow_http_retries, minimum=0),
+            max_workers=_int(env, "KTO_MAX_WORKERS", cls.max_workers, minimum=1),
+            log_tail_lines=_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
+            message_max_chars=_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
+            default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
+        )
+        if not settings.tracking_uri.startswith(("http://", "https://", "file://")):
+            raise SettingsError(f"tracking URI must be http(s):// or file://, got {settings.tracking_uri!r}")
+        if settings.mlflow_retry_max_delay < settings.mlflow_retry_delay:
+            raise SettingsError("KTO_MLFLOW_RETRY_MAX_DELAY must be >= KTO_MLFLOW_RETRY_DELAY")
+        return settings
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff for MLflow outages: delay, 2*delay, 4*delay, ... capped."""
+        return min(self.mlflow_retry_max_delay, self.mlflow_retry_delay * (2 ** max(0, attempt)))
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{key} must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,202 @@
+"""Thin wrapper over MlflowClient: the few calls the operator makes, each idempotent, with MLflow's
+errors turned into two types the handlers map to phases (transient outage vs. a permanent problem)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from mlflow.entities import Param, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from . import naming
+
+ACTIVE_STATUSES = frozenset({"RUNNING", "SCHEDULED"})
+_ALREADY_EXISTS = frozenset({"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"})
+
+
+class MlflowUnavailable(Exception):
+    """MLflow cannot be reached or answered 5xx/429: retry later."""
+
+
+class TrackingError(Exception):
+    """MLflow refused the request for a reason that retrying will not fix (e.g. a deleted experiment)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterRule:
+    """spec.registerModel."""
+
+    name: str
+    metric: str
+    threshold: float
+    greater_is_better: bool = True
+    artifact_path: str = "model"
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> RegisterRule | None:
+        if not spec:
+            return None
+        return cls(
+            name=str(spec["name"]),
+            metric=str(spec["metric"]),
+            threshold=float(spec["threshold"]),
+            greater_is_better=bool(spec.get("greaterIsBetter", True)),
+            artifact_path=str(spec.get("artifactPath") or "model"),
+        )
+
+    def passes(self, value: float) -> bool:
+        return value >= self.threshold if self.greater_is_better else value <= self.threshold
+
+
+@contextlib.contextmanager
+def _mapped_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except MlflowException as exc:
+        status = exc.get_http_status_code()
+        text = f"{what}: {exc.message}"
+        if status >= 500 or status == 429:
+            raise MlflowUnavailable(text) from exc
+        raise TrackingError(text) from exc
+
+
+class Tracker:
+    """MLflow operations for the operator; one MlflowClient per tracking URI."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, MlflowClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, uri: str) -> MlflowClient:
+        with self._lock:
+            if uri not in self._clients:
+                self._clients[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            return self._clients[uri]
+
+    def experiment_id(self, uri: str, name: str) -> str:
+        """The id of experiment `name`, created if missing (a concurrent creator's experiment is reused)."""
+        client = self.client(uri)
+        with _mapped_errors(f"experiment {name!r}"):
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                try:
+                    return str(client.create_experiment(name))
+                except MlflowException as exc:
+                    if exc.error_code not in _ALREADY_EXISTS:
+                        raise
+                experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise TrackingError(f"experiment {name!r} vanished while being created")
+        if experiment.lifecycle_stage != "active":
+            raise TrackingError(f"experiment {name!r} is deleted in MLflow; restore it or use another name")
+        return str(experiment.experiment_id)
+
+    def find_run(self, uri: str, experiment_id: str, uid: str) -> RunInfo | None:
+        """The run created earlier for TrainingRun `uid` (its tag is the idempotency key)."""
+        with _mapped_errors("search for the TrainingRun's run"):
+            runs = self.client(uri).search_runs(
+                [experiment_id], filter_string=naming.uid_filter(uid), run_view_type=ViewType.ALL, max_results=10
+            )
+        if not runs:
+            return None
+        # Only one is ever created; should a second exist, always pick the same one.
+        first = min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+        return RunInfo(first.info.run_id, experiment_id, first.info.status)
+
+    def lookup_run(self, uri: str, experiment: str, uid: str) -> RunInfo | None:
+        """The TrainingRun's run if one was created, without creating anything."""
+        with _mapped_errors(f"experiment {experiment!r}"):
+            found = self.client(uri).get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        return self.find_run(uri, str(found.experiment_id), uid)
+
+    def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str],
+                   params: Mapping[str, str]) -> RunInfo:
+        """The TrainingRun's run: found by its UID tag, else created with its tags; params logged once."""
+        experiment_id = self.experiment_id(uri, experiment)
+        found = self.find_run(uri, experiment_id, uid)
+        client = self.client(uri)
+        if found is None:
+            with _mapped_errors("create run"):
+                # Tags travel with the create call: a run is never visible without its UID tag.
+                run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            found = RunInfo(run.info.run_id, experiment_id, run.info.status)
+            logged: dict[str, str] = {}
+        else:
+            with _mapped_errors("read run"):
+                logged = dict(client.get_run(found.run_id).data.params)
+        missing = [Param(k, v) for k, v in params.items() if k not in logged]
+        if missing:
+            with _mapped_errors("log params"):
+                client.log_batch(found.run_id, params=missing)
+        return found
+
+    def status(self, uri: str, run_id: str) -> str:
+        with _mapped_errors("read run status"):
+            return str(self.client(uri).get_run(run_id).info.status)
+
+    def terminate(self, uri: str, run_id: str, status: str) -> bool:
+        """Set a final status unless the trainer already did; True if this call set it."""
+        client = self.client(uri)
+        with _mapped_errors(f"set run status {status}"):
+            if client.get_run(run_id).info.status not in ACTIVE_STATUSES:
+                return False
+            client.set_terminated(run_id, status=status)
+        return True
+
+    def metrics(self, uri: str, run_id: str) -> dict[str, float]:
+        """Latest value of each metric."""
+        with _mapped_errors("read metrics"):
+            return {k: float(v) for k, v in self.client(uri).get_run(run_id).data.metrics.items()}
+
+    def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
+        """Epochs completed: distinct steps of the `epoch` metric, else of `loss`, else of any metric
+        (Keras autolog and the stand-in trainer log one step per epoch)."""
+        key = next((k for k in ("epoch", "loss") if k in metrics), min(metrics, default=None))
+        if key is None:
+            return 0
+        with _mapped_errors("read metric history"):
+            history = self.client(uri).get_metric_history(run_id, key)
+        return len({m.step for m in history})
+
+    def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
+        """Register the run's model as a new version of `rule.name` (once per run); the version number."""
+        client = self.client(uri)
+        with _mapped_errors(f"register model {rule.name!r}"):
+            for version in client.search_model_versions(f"name = '{_quote(rule.name)}'"):
+                if version.run_id == run_id:
+                    return str(version.version)
+            try:
+                client.create_registered_model(rule.name)
+            except MlflowException as exc:
+                if exc.error_code not in _ALREADY_EXISTS:
+                    raise
+            source, model_id = f"runs:/{run_id}/{rule.artifact_path}", None
+            # MLflow 3 logs models as LoggedModels; link the version to it when there is one.
+            for model in client.search_logged_models(
+                experiment_ids=[experiment_id], filter_string=f"name = '{_quote(rule.artifact_path)}'"
+            ):
+                if model.source_run_id == run_id:
+                    source, model_id = f"models:/{model.model_id}", model.model_id
+                    break
+            version = client.create_model_version(
+                rule.name, source, run_id=run_id, model_id=model_id, await_creation_for=0
+            )
+        return str(version.version)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
