@@ -1,0 +1,90 @@
+"""Step 3: VGG16 base (frozen) + Dropout/Flatten/Dense(64)/Dense(n_classes, softmax) head.
+
+The course put a sigmoid output under `SparseCategoricalCrossentropy(from_logits=True)`: the loss then
+re-applied a softmax to probabilities. Here the output is a softmax and the loss takes probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from .config import WEIGHTS_IMAGENET, WEIGHTS_NONE
+from .errors import ConfigError
+from .s3io import ObjectStore, parse_s3_url
+
+# The file Keras itself would download for VGG16(include_top=False, weights="imagenet").
+IMAGENET_NOTOP_FILENAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def keras_cache_weights() -> Path:
+    keras_home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    return Path(keras_home) / "models" / IMAGENET_NOTOP_FILENAME
+
+
+def resolve_weights(
+    weights: str,
+    weights_file: str | None,
+    download_dir: Path,
+    open_store: Callable[[str], ObjectStore],
+) -> Path | None:
+    """Where to load the VGG16 base weights from; None for random weights. Never downloads from the internet.
+
+    `weights` is "none", "imagenet" (then `weights_file`, else the local Keras cache) or directly a file
+    path or an s3:// URL. `open_store(bucket)` gives the store used for s3:// URLs.
+    """
+    if weights.lower() == WEIGHTS_NONE:
+        return None
+    source: str | None = weights
+    if weights.lower() == WEIGHTS_IMAGENET:
+        source = weights_file
+        if not source:
+            cached = keras_cache_weights()
+            if cached.is_file():
+                return cached
+            raise ConfigError(
+                "weights 'imagenet' need a local copy of the VGG16 notop weights (pods may have no internet): "
+                f"pass --weights_file PATH or s3://bucket/key ({IMAGENET_NOTOP_FILENAME}), or --weights none"
+            )
+    assert source is not None
+    if source.startswith("s3://"):
+        bucket, key = parse_s3_url(source)
+        local = download_dir / Path(key).name
+        if not local.is_file():
+            open_store(bucket).download(key, local)
+        return local
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"weights file not found: {path}")
+    return path
+
+
+def build_model(
+    n_classes: int, image_size: int, weights_path: Path | None = None, learning_rate: float = 1e-3
+) -> keras.Model:
+    if n_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {n_classes}")
+    try:
+        base = keras.applications.VGG16(
+            include_top=False,
+            weights=None if weights_path is None else str(weights_path),
+            input_shape=(image_size, image_size, 3),
+        )
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"cannot load VGG16 weights from {weights_path}: {error}") from None
+    for layer in base.layers:
+        layer.trainable = False
+    features = keras.layers.Dropout(0.2)(base.output)
+    features = keras.layers.Flatten()(features)
+    features = keras.layers.Dense(64, activation="relu", kernel_initializer="he_uniform")(features)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(features)
+    model = keras.Model(inputs=base.inputs, outputs=probabilities, name="vgg16_transfer")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+        metrics=["accuracy"],
+    )
+    return model
