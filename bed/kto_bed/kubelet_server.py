@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .node_agent import NodeAgent
+    from .pod_runner import PodRunner
 
 
 def serve_logs(agent: NodeAgent, port: int) -> ThreadingHTTPServer:
@@ -52,7 +55,7 @@ def serve_logs(agent: NodeAgent, port: int) -> ThreadingHTTPServer:
             if follow:
                 self._follow(runner, path, container)
 
-        def _follow(self, runner, path, container) -> None:  # type: ignore[no-untyped-def]
+        def _follow(self, runner: PodRunner, path: Path, container: str) -> None:
             offset = path.stat().st_size if path.exists() else 0
             while True:
                 if path.exists() and path.stat().st_size > offset:

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import procs
 from .controlplane import Ports, wait
@@ -66,7 +67,7 @@ def start_minio(paths: BedPaths, ports: Ports, creds: Credentials) -> None:
     ensure_bucket(ports, creds, ARTIFACT_BUCKET)
 
 
-def s3_client(ports: Ports, creds: Credentials):  # type: ignore[no-untyped-def]
+def s3_client(ports: Ports, creds: Credentials) -> Any:
     import boto3
     from botocore.config import Config
 
