@@ -120,7 +120,8 @@ def _failure_from_pods(pods: Sequence[Mapping[str, Any]], limits: Limits) -> tup
                 return "ExitCode", _join(f"trainer exited with code {code}", tail)
         pod_status = pod.get("status") or {}
         if pod_status.get("phase") == "Failed" and pod_status.get("reason"):
-            return str(pod_status["reason"]), _join(str(pod_status.get("message") or ""), tail)
+            detail = str(pod_status.get("message") or f"pod {pod['metadata'].get('name', '')} failed")
+            return str(pod_status["reason"]), _join(detail, tail)
     return None
 
 
