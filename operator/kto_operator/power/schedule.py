@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -144,8 +144,11 @@ class Cron:
 
     def fires_after(self, after: datetime) -> Iterator[datetime]:
         """Fires strictly after ``after``, in order (cronsim may repeat a fold=0 time on a fall-back)."""
-        it = CronSim(self.expr, after.astimezone(self.tz))
-        for t in it:
+        # Results are returned in UTC: an aware time in a DST fold compares unequal (==) to any time
+        # in another zone (PEP 495), so mixing zones would break equality.
+        after = after.astimezone(UTC)
+        for local in CronSim(self.expr, after.astimezone(self.tz)):
+            t = local.astimezone(UTC)
             if t > after:
                 yield t
 
@@ -155,16 +158,20 @@ class Cron:
         return None
 
     def last_at_or_before(self, now: datetime) -> datetime | None:
-        """The latest fire <= now. Reverse iteration is approximate around DST folds, so correct forward."""
+        """The latest fire <= now. Reverse iteration is approximate around DST folds, so correct forward.
+
+        Comparisons are made in UTC: two times of one zone compare by wall clock, ignoring the fold.
+        """
+        now = now.astimezone(UTC)
         try:
-            prev = next(CronSim(self.expr, now.astimezone(self.tz), reverse=True))
+            prev = next(CronSim(self.expr, now.astimezone(self.tz), reverse=True)).astimezone(UTC)
         except StopIteration:
             return None
-        for t in CronSim(self.expr, prev):
+        for local in CronSim(self.expr, prev.astimezone(self.tz)):
+            t = local.astimezone(UTC)
             if t > now:
                 break
-            if t > prev:
-                prev = t
+            prev = max(prev, t)
         return prev if prev <= now else None
 
 
@@ -272,11 +279,21 @@ def decide(spec: PowerSpec, hist: History, now: datetime) -> Decision:
 
     # Walk the clock edges ahead, assuming no new run or manual event and today's runs still active,
     # to find the first switch to On and to Off.
+    # Stop as soon as the switches that can still happen are found (a yearly cron would walk far).
+    future_manual = {e.state for e in hist.manual if e.at > now}
+    held_on = bool(hist.active_runs) and (desired == ON or spec.wake_on_run)
+    can_on = not held_on and (ON in future_manual or any(c.state == ON for c in crons))
+    can_off = not hist.active_runs and (
+        OFF in future_manual or spec.idle_after is not None or any(c.state == OFF for c in crons))
+    # A switch back needs a switch out first.
+    can_off = can_off and (desired == ON or can_on)
+    can_on = can_on and (desired == OFF or can_off)
     next_on = next_off = None
     recheck = _next_edge(crons, hist.manual, idle_at, now)
     t, state, steps = recheck, desired, 0
     sim = History(hist.created, hist.manual, hist.active_runs, hist.last_run_activity, desired)
-    while t is not None and steps < _MAX_EDGES and t - now <= HORIZON and (next_on is None or next_off is None):
+    while (t is not None and steps < _MAX_EDGES and t - now <= HORIZON
+           and ((can_on and next_on is None) or (can_off and next_off is None))):
         steps += 1
         new, _, _, _, idle_t = _state_at(spec, sim, crons, t)
         if new != state:
