@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -89,7 +90,19 @@ async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, *
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    # Whole seconds: status times are RFC 3339 seconds, and the rule must see what status records.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _brief(err: Exception) -> str:
+    """One line for an API error (the client's str() carries all response headers)."""
+    if isinstance(err, ApiException):
+        try:
+            message = json.loads(err.body or "{}").get("message", "")
+        except ValueError:
+            message = str(err.body)[:300]
+        return f"{err.status} {err.reason}: {message}"
+    return str(err)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="power", cancellation_timeout=10.0)
@@ -114,7 +127,7 @@ async def power_daemon(
                 wait = await asyncio.to_thread(Pass(kube, settings, namespace, name, _now(), emit).run)
             except (ApiException, urllib3.exceptions.HTTPError) as err:
                 # The API server hiccupped or an object changed under us: try again shortly.
-                logger.warning("power pass failed: %s", err)
+                logger.warning("power pass failed: %s", _brief(err))
                 wait = 2.0
             logger.debug("power pass took %.3f s; next in %.1f s", time.monotonic() - started, wait)
             deadline = time.monotonic() + wait

@@ -224,19 +224,23 @@ def _clock_events(
     return events, idle_at
 
 
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _describe(ev: SwitchEvent | None, spec: PowerSpec) -> str:
     if ev is None:
         return "no switch event yet: the platform stays on"
-    when = ev.at.isoformat()
     if ev.source == MANUAL:
-        return f"spec.state is {ev.state.lower()} (since {when})"
+        return f"spec.state is {ev.state.lower()} (since {_iso(ev.at)})"
     if ev.source in (WAKE_REQUESTED, SLEEP_REQUESTED):
-        return f"{ev.source} at {when}"
+        return f"{ev.source} at {_iso(ev.at)}"
     if ev.source == SCHEDULE:
         key = "on" if ev.state == ON else "off"
-        return f"schedule.{key} fired at {when} ({spec.schedule.timezone})"
-    return f"no active TrainingRun for {spec.idle_after} (idle since {(ev.at - spec.idle_after).isoformat()})" \
-        if spec.idle_after is not None else f"idle at {when}"
+        local = ev.at.astimezone(ZoneInfo(spec.schedule.timezone)).isoformat()
+        return f"schedule.{key} fired at {local} ({spec.schedule.timezone})"
+    idle = spec.idle_after or timedelta(0)
+    return f"no active TrainingRun for {idle} (since {_iso(ev.at - idle)}): idle"
 
 
 def _state_at(
