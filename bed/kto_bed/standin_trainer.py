@@ -3,7 +3,7 @@ per-epoch metrics (loss, accuracy) with step=epoch like Keras autolog, prints lo
 exit with a code, use memory (OOM tests) or leave its run RUNNING.
 
     python -m kto_bed.standin_trainer --epochs=3 --sleep=0.5 [--fail_at_epoch=2 --exit_code=3]
-        [--alloc_mb=256] [--test_accuracy=0.91] [--log_model] [--leave_running]
+        [--alloc_mb=256] [--test_accuracy=0.91] [--log_model[=true]] [--leave_running[=true]]
 
 Unknown `--key=value` arguments (the TrainingRun's other parameters) are accepted and ignored.
 """
@@ -18,6 +18,14 @@ import time
 PAGE = 4096
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="standin_trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,8 +36,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                         help="exit code of the failure (default 1), or the final exit code without --fail_at_epoch")
     parser.add_argument("--alloc_mb", type=int, default=0, help="MiB of memory to allocate and touch first")
     parser.add_argument("--test_accuracy", type=float, default=None, help="final metric test_accuracy to log")
-    parser.add_argument("--log_model", action="store_true", help="log a tiny 'model/MLmodel' artifact")
-    parser.add_argument("--leave_running", action="store_true", help="never set the run's final status")
+    # Flags also take a value: the operator renders boolean parameters as --key=true / --key=false.
+    parser.add_argument("--log_model", type=_flag, nargs="?", const=True, default=False,
+                        help="log a tiny 'model/MLmodel' artifact")
+    parser.add_argument("--leave_running", type=_flag, nargs="?", const=True, default=False,
+                        help="never set the run's final status")
     return parser.parse_known_args(argv)
 
 

@@ -10,6 +10,8 @@ import dataclasses
 import datetime
 import logging
 import math
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
@@ -79,6 +81,16 @@ class Context:
 def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """A Kubernetes Event on the TrainingRun (kopf posts it in the background)."""
     kopf.event(cast(kopf.Body, tr), type=type_, reason=reason, message=message[:1024])
+
+
+CRASH_POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
+
+
+def _crash_point(ctx: Context, point: str) -> None:
+    """Restart tests: die here, as abruptly as a SIGKILLed pod, when KTO_CRASH_AT names this point."""
+    if point in ctx.settings.crash_at:
+        logger.warning("KTO_CRASH_AT=%s: killing the operator process", point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _key(namespace: str, name: str) -> str:
@@ -163,6 +175,7 @@ def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: 
                 primary = status.primary_metric(metrics, rule.metric if rule else None)
                 if primary:
                     extra["primaryMetric"] = primary
+            extra.update(_progress_of(ctx, tr, uri, run_id, metrics))
         except MlflowUnavailable as exc:
             ctx.metrics.mlflow_errors.inc()
             current = _phase(tr) or status.PENDING
@@ -229,8 +242,10 @@ def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool:
     except TrackingError as exc:
         _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
         return False
+    _crash_point(ctx, "run-created")
     _write(ctx, tr, status.PENDING, "RunCreated", f"MLflow run {run.run_id} ready",
            mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
+    _crash_point(ctx, "run-recorded")
     return True
 
 
@@ -242,12 +257,14 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
     except JobConflict as exc:
         _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
+    _crash_point(ctx, "job-created")
     name = manifest["metadata"]["name"]
     if created:
         submitted = status.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
     _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
+    _crash_point(ctx, "job-recorded")
 
 
 def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:
@@ -292,17 +309,23 @@ def _progress(ctx: Context, tr: Mapping[str, Any]) -> dict[str, Any]:
     uri = _uri(ctx, tr)
     try:
         metrics = _finite(ctx.tracker.metrics(uri, str(run_id)))
-        done = ctx.tracker.epochs_done(uri, str(run_id), metrics)
+        extra = _progress_of(ctx, tr, uri, str(run_id), metrics)
     except (MlflowUnavailable, TrackingError) as exc:
         logger.info("progress of %s unavailable: %s", tr["metadata"]["name"], exc)
         return {}
-    extra: dict[str, Any] = {}
-    epochs = (tr["spec"].get("parameters") or {}).get("epochs")
     if metrics:
         extra["metrics"] = metrics
-    if done or epochs:
-        extra["progress"] = {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}
     return extra
+
+
+def _progress_of(ctx: Context, tr: Mapping[str, Any], uri: str, run_id: str,
+                 metrics: Mapping[str, float]) -> dict[str, Any]:
+    """{"progress": {epoch, epochs}}: epochs done per the metric history, epochs planned per the spec."""
+    done = ctx.tracker.epochs_done(uri, run_id, metrics)
+    epochs = (tr["spec"].get("parameters") or {}).get("epochs")
+    if not (done or epochs):
+        return {}
+    return {"progress": {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}}
 
 
 def _cancel(ctx: Context, tr: dict[str, Any]) -> None:

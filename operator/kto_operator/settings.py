@@ -45,6 +45,9 @@ class OperatorSettings:
     message_max_chars: int = 2048
     # ServiceAccount of trainer pods when a TrainingRun names none (None: the namespace's default).
     default_service_account: str | None = None
+    # Fault injection for restart tests (KTO_CRASH_AT=run-created,job-created): the process SIGKILLs
+    # itself at these points of a creation. Empty in any real deployment.
+    crash_at: frozenset[str] = frozenset()
 
     @property
     def ui_base(self) -> str:
@@ -70,6 +73,7 @@ class OperatorSettings:
             log_tail_lines=_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
             message_max_chars=_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
+            crash_at=frozenset(p.strip() for p in env.get("KTO_CRASH_AT", "").split(",") if p.strip()),
         )
         if not settings.tracking_uri.startswith(("http://", "https://", "file://")):
             raise SettingsError(f"tracking URI must be http(s):// or file://, got {settings.tracking_uri!r}")
