@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .tracking import Terminated
     from .train import train
 
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         metrics = train(config)
     except TrainerError as error:
@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"{PROG}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
     return 0
 

@@ -83,7 +83,7 @@ def build_model(
     probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(features)
     model = keras.Model(inputs=base.inputs, outputs=probabilities, name="vgg16_transfer")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, name="adam"),  # stable param name
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
         metrics=["accuracy"],
     )

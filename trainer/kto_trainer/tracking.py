@@ -68,11 +68,14 @@ def tracked_run() -> Iterator[mlflow.ActiveRun]:
     """
     run_id = os.environ.get("MLFLOW_RUN_ID") or None
     try:
-        if run_id is None and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
-            name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
-            if name:
-                mlflow.set_experiment(name)
-        run = mlflow.start_run(run_id=run_id)
+        experiment_id = None
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if run_id is None and name and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+            # Not mlflow.set_experiment: no process-wide state, and the experiment is created if missing.
+            client = mlflow.MlflowClient()
+            experiment = client.get_experiment_by_name(name)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
     except MlflowException as error:
         target = f"run {run_id}" if run_id else "a new run"
         raise TrainerError(f"cannot open MLflow {target}: {error.message.splitlines()[0]}") from None
