@@ -1,0 +1,136 @@
+"""Init step of the MLflow pod: refuse placeholder credentials, wait for MySQL and MinIO, create the buckets,
+and (when basic auth is on) write MLflow's auth config. Runs with the MLflow image's Python (boto3 inside).
+
+Environment: KTO_MYSQL_HOST, KTO_MYSQL_PORT, KTO_S3_ENDPOINT, KTO_ARTIFACT_BUCKET, KTO_DATASET_BUCKET,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_BACKEND_STORE_URI; optional KTO_MLFLOW_AUTH_CONFIG (path of the
+auth .ini to write) and KTO_PREPARE_TIMEOUT (seconds, default 600). Exit 1 on failure: the kubelet restarts
+the init container with back-off, and MLflow never starts against a missing database or bucket.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+
+PLACEHOLDER = "change-me"
+SECRET_KEYS = ("MYSQL_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD")
+
+
+class PrepareError(RuntimeError):
+    """Something the platform needs is not there (after waiting) or not acceptable."""
+
+
+def placeholder_keys(env: Mapping[str, str]) -> list[str]:
+    """Credentials still set to the template's placeholder (never run an internet-facing platform so)."""
+    return [k for k in SECRET_KEYS if env.get(k, "").strip().lower() == PLACEHOLDER]
+
+
+def tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise PrepareError(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(interval)
+    print(f"prepare: {what} ready", flush=True)
+
+
+def ensure_buckets(endpoint: str, key: str, secret: str, buckets: list[str]) -> list[str]:
+    """Create the missing buckets; returns the ones created."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1")
+    created = []
+    try:
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        for name in buckets:
+            if name in existing:
+                continue
+            try:
+                s3.create_bucket(Bucket=name)
+                created.append(name)
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+    except (BotoCoreError, ClientError) as err:
+        raise PrepareError(f"S3 {endpoint}: {err}") from err
+    return created
+
+
+def auth_config(database_uri: str) -> str:
+    """MLflow basic-auth settings: users in the backend database, read-only by default. The admin user
+    comes from MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD (the platform Secret), not from this file."""
+    config = configparser.ConfigParser(interpolation=None)
+    config["mlflow"] = {
+        "default_permission": "READ",
+        "database_uri": database_uri,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    lines: list[str] = []
+
+    class _Sink:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+    config.write(_Sink())
+    return "".join(lines)
+
+
+def write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def run(env: Mapping[str, str]) -> None:
+    bad = placeholder_keys(env)
+    if bad:
+        raise PrepareError(f"{', '.join(bad)} still '{PLACEHOLDER}': set real values in secrets.env and re-apply")
+    timeout = float(env.get("KTO_PREPARE_TIMEOUT", "600"))
+    host, port = env["KTO_MYSQL_HOST"], int(env["KTO_MYSQL_PORT"])
+    endpoint = env["KTO_S3_ENDPOINT"].rstrip("/")
+    wait(lambda: tcp_open(host, port), f"MySQL {host}:{port}", timeout)
+    wait(lambda: http_ok(f"{endpoint}/minio/health/ready"), f"MinIO {endpoint}", timeout)
+    buckets = [b for b in (env.get("KTO_ARTIFACT_BUCKET"), env.get("KTO_DATASET_BUCKET")) if b]
+    created = ensure_buckets(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], buckets)
+    print(f"prepare: buckets {', '.join(buckets)} present (created: {', '.join(created) or 'none'})", flush=True)
+    auth_path = env.get("KTO_MLFLOW_AUTH_CONFIG")
+    if auth_path:
+        write_private(auth_path, auth_config(env["MLFLOW_BACKEND_STORE_URI"]))
+        print(f"prepare: MLflow auth config written to {auth_path}", flush=True)
+
+
+def main() -> int:
+    try:
+        run(os.environ)
+    except (PrepareError, KeyError, ValueError) as err:
+        print(f"prepare: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
