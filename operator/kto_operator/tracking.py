@@ -77,6 +77,9 @@ class Tracker:
 
     def __init__(self) -> None:
         self._clients: dict[str, MlflowClient] = {}
+        # (uri, name) -> experiment id: one MLflow round trip less per run (the server is the bottleneck
+        # when many runs are submitted at once). Dropped when a create in it fails.
+        self._experiments: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def client(self, uri: str) -> MlflowClient:
@@ -87,6 +90,20 @@ class Tracker:
 
     def experiment_id(self, uri: str, name: str) -> str:
         """The id of experiment `name`, created if missing (a concurrent creator's experiment is reused)."""
+        with self._lock:
+            cached = self._experiments.get((uri, name))
+        if cached is not None:
+            return cached
+        found = self._experiment_id(uri, name)
+        with self._lock:
+            self._experiments[(uri, name)] = found
+        return found
+
+    def forget_experiment(self, uri: str, name: str) -> None:
+        with self._lock:
+            self._experiments.pop((uri, name), None)
+
+    def _experiment_id(self, uri: str, name: str) -> str:
         client = self.client(uri)
         with _mapped_errors(f"experiment {name!r}"):
             experiment = client.get_experiment_by_name(name)
@@ -130,9 +147,17 @@ class Tracker:
         found = self.find_run(uri, experiment_id, uid)
         client = self.client(uri)
         if found is None:
-            with _mapped_errors("create run"):
-                # Tags travel with the create call: a run is never visible without its UID tag.
-                run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            try:
+                with _mapped_errors("create run"):
+                    # Tags travel with the create call: a run is never visible without its UID tag.
+                    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            except TrackingError:
+                # Perhaps the cached experiment was deleted meanwhile: look again (recreated, or a clear
+                # "deleted" error) before reporting anything.
+                self.forget_experiment(uri, experiment)
+                if self.experiment_id(uri, experiment) == experiment_id:
+                    raise
+                return self.ensure_run(uri, experiment, uid, run_name, tags, params)
             found = RunInfo(run.info.run_id, experiment_id, run.info.status)
             logged: dict[str, str] = {}
         else:
