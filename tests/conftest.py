@@ -31,6 +31,20 @@ class Bed:
             self._api = config.new_client_from_config(str(self.kubeconfig))
         return self._api
 
+    def stop(self, component: str) -> None:
+        """Stop one bed daemon (kube-apiserver, mlflow, minio, ...) for fault-injection tests."""
+        from kto_bed import cli
+        from kto_bed.paths import BedPaths
+
+        cli.stop_component(BedPaths.default(), component)
+
+    def start(self, component: str) -> None:
+        from kto_bed import cli
+        from kto_bed.controlplane import Ports
+        from kto_bed.paths import BedPaths
+
+        cli.start_component(BedPaths.default(), Ports.from_env(), component)
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.env}

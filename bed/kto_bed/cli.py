@@ -61,8 +61,7 @@ def up(paths: BedPaths, ports: Ports) -> None:
     creds = services.Credentials.ensure(paths.secrets)
     controlplane.start(paths, ports)
     services.start_minio(paths, ports, creds)
-    if not procs.is_running(paths, "node-agent"):
-        procs.start(paths, "node-agent", [sys.executable, "-m", "kto_bed.node_agent", "--state", str(paths.root)])
+    _start_agent(paths)
     services.start_mlflow(paths, ports, creds)
     wait(lambda: node_ready(paths), 60, "node kto-bed-node", paths.logs / "node-agent.log")
     wait(lambda: default_sa_ready(paths), 60, "default ServiceAccount", paths.logs / "kube-controller-manager.log")
@@ -73,6 +72,33 @@ def up(paths: BedPaths, ports: Ports) -> None:
     paths.env_file.write_text(text)
     paths.env_file.chmod(0o600)
     print(f"bed ready in {time.monotonic() - t0:.1f} s — state in {paths.root}; `. {paths.env_file}` to use it")
+
+
+def stop_component(paths: BedPaths, name: str) -> None:
+    """Stop one daemon (chaos tests: apiserver restarts, MLflow outages)."""
+    if name not in ORDER_DOWN:
+        raise ValueError(f"unknown bed component {name!r}; one of {', '.join(ORDER_DOWN)}")
+    procs.stop(paths, name)
+
+
+def start_component(paths: BedPaths, ports: Ports, name: str) -> None:
+    """Start one stopped daemon again and wait until it is ready."""
+    creds = services.Credentials.ensure(paths.secrets)
+    starters = {
+        "etcd": lambda: controlplane.start_etcd(paths, ports),
+        "kube-apiserver": lambda: controlplane.start_apiserver(paths, ports),
+        "kube-controller-manager": lambda: controlplane.start_controller_manager(paths, ports),
+        "kube-scheduler": lambda: controlplane.start_scheduler(paths, ports),
+        "minio": lambda: services.start_minio(paths, ports, creds),
+        "mlflow": lambda: services.start_mlflow(paths, ports, creds),
+        "node-agent": lambda: _start_agent(paths),
+    }
+    starters[name]()
+
+
+def _start_agent(paths: BedPaths) -> None:
+    if not procs.is_running(paths, "node-agent"):
+        procs.start(paths, "node-agent", [sys.executable, "-m", "kto_bed.node_agent", "--state", str(paths.root)])
 
 
 def down(paths: BedPaths) -> int:
