@@ -126,10 +126,12 @@ def _owner_name(meta: kopf.Meta) -> str | None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-def job_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **_: Any) -> None:
     owner = _owner_name(meta)
     if owner:
-        reconcile.follow(*_ctx(memo, namespace), owner, with_progress=False)
+        ctx, ns = _ctx(memo, namespace)
+        ctx.remember_job(body)
+        reconcile.follow(ctx, ns, owner, with_progress=False)
 
 
 @kopf.on.event("v1", "pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})

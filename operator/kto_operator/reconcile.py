@@ -71,6 +71,20 @@ class Context:
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     platform_gate: PlatformGate | None = None
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    # Last Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
+    # can be gone before it is read, but its final state was in the event.
+    last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def remember_job(self, job: Mapping[str, Any]) -> None:
+        uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
+        if uid:
+            with self._jobs_lock:
+                self.last_jobs[uid] = dict(job)
+
+    def last_job(self, uid: str, forget: bool = False) -> dict[str, Any] | None:
+        with self._jobs_lock:
+            return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
 
     @property
     def limits(self) -> status.Limits:
@@ -284,11 +298,16 @@ def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
     job_name = current["jobName"]
     job = ctx.kube.get_job(meta["namespace"], job_name)
     if job is None:
-        _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
-        return
+        # Gone: fine if its last known state was final (TTL deletion), else the run cannot end well.
+        job = ctx.last_job(meta["uid"])
+        if job is None or job["metadata"].get("name") != job_name or not status.job_finished(job):
+            _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
+            return
     observed = status.observe(job, ctx.kube.list_pods(meta["namespace"], meta["uid"]), ctx.clock(), ctx.limits)
     if observed.terminal:
         finished = _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time)
+        if finished:
+            ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).
         if finished and observed.stop_job and ctx.kube.delete_job(meta["namespace"], job_name, meta["uid"]):
             _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
@@ -379,6 +398,7 @@ def finalize(ctx: Context, namespace: str, name: str, attempt: int) -> None:
             except TrackingError as exc:
                 _event(tr, "Warning", reason="MlflowError", message=str(exc))
         ctx.metrics.set_phase(meta["uid"], None)
+        ctx.last_job(meta["uid"], forget=True)
     ctx.locks.forget(key)
 
 

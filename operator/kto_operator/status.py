@@ -175,6 +175,14 @@ def _observe_pod(pod: Mapping[str, Any], now: datetime.datetime, limits: Limits)
     return Observation(PENDING, str(reason or "PodPending"), f"pod {name} is starting")
 
 
+FINAL_JOB_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+
+
+def job_finished(job: Mapping[str, Any]) -> bool:
+    """The Job controller has concluded (success or failure)."""
+    return any(kind in FINAL_JOB_CONDITIONS for kind in _true_conditions(job))
+
+
 def observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime.datetime,
             limits: Limits) -> Observation:
     """The run's phase from its Job (authoritative once finished) and its newest pod (while running)."""

@@ -172,18 +172,33 @@ def test_delete_while_running(operator: Operator, runs: Runs, mlflow_uri: str) -
 def test_cancel(operator: Operator, runs: Runs, mlflow_uri: str) -> None:
     operator.start()
     runs.submit("cancelme", parameters={"epochs": 300, "sleep": 0.5})
-    st = runs.wait_phase("cancelme", "Running", 90)
-    wait_for(lambda: runs.pods("cancelme"), 30, "the trainer pod")
+    runs.wait_phase("cancelme", "Running", 90)
+    # Live progress while running: epochs done (from the MLflow metric history) of the planned 300.
+    st = wait_for(lambda: runs.status("cancelme").get("progress", {}).get("epoch", 0) >= 1
+                  and runs.status("cancelme"), 30, "progress epoch >= 1")
+    assert st["phase"] == "Running" and st["progress"]["epochs"] == 300
+    assert "loss" in st["metrics"]
     runs.patch_spec("cancelme", {"cancel": True})
     st = runs.wait_phase("cancelme", ("Cancelled", "Failed", "Succeeded"), 30)
     assert (st["phase"], st["reason"]) == ("Cancelled", "Cancelled"), st
     assert st["completionTime"]
     wait_for(lambda: not runs.jobs() and not runs.pods("cancelme"), 60, "the Job and its pods gone")
     assert mlflow_run(mlflow_uri, st["mlflow"]["runId"]).info.status == "KILLED"
-    assert "Cancelled" in {e.reason for e in runs.events("cancelme")}
+    reasons = {e.reason for e in runs.events("cancelme")}
+    assert "Cancelled" in reasons and "SpecChangeIgnored" not in reasons
     # The object stays (Cancelled is a final phase), its spec cannot be switched back.
     with pytest.raises(Exception, match="cannot be reverted"):
         runs.patch_spec("cancelme", {"cancel": False})
+
+
+def test_job_deleted_by_ttl_right_away_still_succeeds(operator: Operator, runs: Runs, mlflow_uri: str) -> None:
+    operator.start()
+    runs.submit("ephemeral", ttlSecondsAfterFinished=0, parameters={"epochs": 1, "sleep": 0, "test_accuracy": 0.8})
+    st = runs.wait_phase("ephemeral", ("Succeeded", "Failed"), 90)
+    assert st["phase"] == "Succeeded", st
+    assert st["metrics"]["test_accuracy"] == pytest.approx(0.8)
+    wait_for(lambda: not runs.jobs(), 30, "the Job deleted by its TTL")
+    assert mlflow_run(mlflow_uri, st["mlflow"]["runId"]).info.status == "FINISHED"
 
 
 def test_invalid_parameter_fails_the_run(operator: Operator, runs: Runs) -> None:
@@ -198,7 +213,7 @@ def test_invalid_parameter_fails_the_run(operator: Operator, runs: Runs) -> None
 
 def test_mlflow_down_then_up(bed: Any, namespace: str, trainingrun_crd: None, tmp_path: Path, runs: Runs) -> None:
     server = MlflowServer(tmp_path / "mlflow")
-    op = Operator(bed, namespace, tmp_path, env={"KTO_MLFLOW_TRACKING_URI": server.uri,
+    op = Operator(bed, namespace, tmp_path, env={"KTO_MLFLOW_TRACKING_URI": server.uri, "KTO_DELETE_RETRIES": "2",
                                                   "KTO_MLFLOW_RETRY_DELAY": "1", "KTO_MLFLOW_RETRY_MAX_DELAY": "4"})
     try:
         op.start()
@@ -217,9 +232,20 @@ def test_mlflow_down_then_up(bed: Any, namespace: str, trainingrun_crd: None, tm
         assert len(runs_for_uid(server.uri, f"it-{namespace}", tr["metadata"]["uid"])) == 1
         assert len(runs.jobs()) == 1
         assert mlflow_run(server.uri, st["mlflow"]["runId"]).info.status == "FINISHED"
+
+        # Deleted while MLflow is down for good: bounded retries, then the finalizer lets go.
+        runs.submit("orphan", parameters={"epochs": 300, "sleep": 0.5})
+        runs.wait_phase("orphan", "Running", 60)
+        server.stop()
+        runs.delete("orphan")
+        wait_for(lambda: runs.get("orphan") is None, 60, "the TrainingRun gone despite MLflow being down")
+        wait_for(lambda: not runs.pods("orphan"), 60, "its pods gone")
+        assert "MlflowUnavailable" in {e.reason for e in runs.events("orphan") if e.type == "Warning"}
     finally:
-        runs.delete("patient")
-        wait_for(lambda: runs.get("patient") is None, 30, "patient deleted")
+        for name in ("patient", "orphan"):
+            if runs.get(name) is not None:
+                runs.delete(name)
+        wait_for(lambda: runs.get("patient") is None and runs.get("orphan") is None, 60, "runs deleted")
         op.stop()
         server.stop()
         print(op.log()[-10000:])

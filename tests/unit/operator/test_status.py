@@ -175,3 +175,10 @@ def test_conditions_on_final_phase() -> None:
 ])
 def test_primary_metric(metrics: dict[str, float], preferred: str | None, expected: str | None) -> None:
     assert status.primary_metric(metrics, preferred) == expected
+
+
+@pytest.mark.parametrize(("conditions", "finished"), [
+    ((), False), ((("Complete", ""),), True), ((("Failed", "DeadlineExceeded"),), True),
+    ((("FailureTarget", "x"),), True), ((("Suspended", "x"),), False)])
+def test_job_finished(conditions: tuple[tuple[str, str], ...], finished: bool) -> None:
+    assert status.job_finished(job(*conditions)) is finished
