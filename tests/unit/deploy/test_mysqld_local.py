@@ -1,0 +1,46 @@
+"""The bed's MySQL stand-in (kto_bed.programs.mysqld_local): settings from the image's environment and
+arguments, the idempotent init SQL, and the image rules that route the platform's images to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kto_bed.images import ImageMap
+from kto_bed.programs.mysqld_local import DEFAULT_DATADIR, Settings, SetupError, init_sql
+
+ENV = {"MYSQL_DATABASE": "mlflow", "MYSQL_USER": "mlflow", "MYSQL_PASSWORD": "pw"}
+
+
+def test_settings_from_args_and_env() -> None:
+    s = Settings.parse(["run-mysqld", "--port=23306", "--innodb-foo=1"], {**ENV, "MYSQL_DATADIR": "/v/data"})
+    assert (s.port, s.datadir, s.database, s.root_password) == (23306, Path("/v/data"), "mlflow", None)
+    assert Settings.parse([], ENV).datadir == Path(DEFAULT_DATADIR)
+    assert Settings.parse(["--datadir=/x"], {**ENV, "MYSQL_DATADIR": "/v"}).datadir == Path("/x")
+
+
+def test_missing_environment_is_refused() -> None:
+    with pytest.raises(SetupError, match="MYSQL_PASSWORD"):
+        Settings.parse([], {"MYSQL_DATABASE": "d", "MYSQL_USER": "u"})
+
+
+def test_init_sql_quotes_values_and_handles_root() -> None:
+    s = Settings.parse([], {**ENV, "MYSQL_PASSWORD": "a'b\\c", "MYSQL_DATABASE": "we`ird"})
+    sql = init_sql(s)
+    assert "IDENTIFIED BY 'a\\'b\\\\c'" in sql and "`we``ird`" in sql
+    assert "DROP USER IF EXISTS 'root'@'127.0.0.1';" in sql  # no passwordless TCP root
+    with_root = init_sql(Settings.parse([], {**ENV, "MYSQL_ROOT_PASSWORD": "r"}))
+    assert "CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY 'r';" in with_root
+    assert "DROP USER IF EXISTS 'root'@'127.0.0.1';" not in with_root
+
+
+@pytest.mark.parametrize("image", ["quay.io/sclorg/mysql-80-c9s:c9s", "mysql:8.4", "mariadb:11"])
+def test_mysql_images_map_to_the_stand_in(image: str) -> None:
+    spec = ImageMap.load().resolve(image)
+    assert spec is not None and spec.entrypoint == ("python", "-m", "kto_bed.programs.mysqld_local")
+
+
+@pytest.mark.parametrize("image", ["kto-mlflow:0.1.0", "quay.io/me/kto-mlflow:0.1.0"])
+def test_kto_mlflow_image_maps_to_mlflow(image: str) -> None:
+    spec = ImageMap.load().resolve(image)
+    assert spec is not None and spec.cmd == ("mlflow", "server")
