@@ -62,13 +62,14 @@ class Operator:
                     "KTO_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
                     **self.extra_env, **env}
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "kto_operator", "--namespace", self.namespace,
                  "--liveness", f"http://127.0.0.1:{liveness}/healthz"],
                 cwd=self.bed.repo, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz") or self.proc.poll() is not None,
+        self.proc = proc
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz") or proc.poll() is not None,
                  60, "operator liveness endpoint")
-        assert self.proc.poll() is None, f"operator exited at start:\n{self.log()}"
+        assert proc.poll() is None, f"operator exited at start:\n{self.log()}"
         return self
 
     def alive(self) -> bool:
