@@ -14,7 +14,7 @@ import kubernetes
 from . import naming, reconcile
 from .kube import Kube
 from .metrics import Metrics
-from .settings import OperatorSettings
+from .settings import OperatorSettings, SettingsError
 from .status import TERMINAL_PHASES
 from .tracking import Tracker
 
@@ -53,7 +53,10 @@ def _platform_gate(api: kubernetes.client.ApiClient) -> reconcile.PlatformGate |
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
-    ours = OperatorSettings.from_env(os.environ, namespace=memo.get("namespace"))
+    try:
+        ours = OperatorSettings.from_env(os.environ, namespace=memo.get("namespace"))
+    except SettingsError as exc:
+        raise kopf.PermanentError(f"bad setting: {exc}") from exc  # exits instead of retrying forever
     # kopf's bookkeeping in annotations under kto.dev: the structural schema would prune `status.kopf`.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.KOPF_PREFIX)
@@ -76,7 +79,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(ours.mlflow_http_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     metrics = Metrics()
-    metrics.serve(ours.metrics_port)
+    try:
+        metrics.serve(ours.metrics_port)
+    except OSError as exc:
+        raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
     api = _kube_client(ours.max_workers)
     memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(), metrics=metrics,
                                           platform_gate=_platform_gate(api))
