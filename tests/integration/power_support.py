@@ -175,6 +175,13 @@ class Platform:
         items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
         return [(e.type, e.reason, e.message) for e in items if e.involved_object.kind == "PowerSchedule"]
 
+    def wait_event(self, reason: str, contains: str = "", name: str = "power", timeout: float = 20) -> str:
+        """Events are posted asynchronously by kopf: poll for them."""
+        def check() -> str | None:
+            return next((m for _, r, m in self.events(name) if r == reason and contains in (m or "")), None)
+
+        return wait_for(check, timeout, f"Event {reason} {contains!r} on {name}")
+
     def delete_powers(self, timeout: float = 30) -> None:
         """Delete every PowerSchedule (while the operator runs: its finalizer releases the workloads)."""
         for item in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL)["items"]:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kto_operator.power import workloads as w
+from kto_operator.power.gate import platform_ready
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kto_operator.power import workloads as w
-from kto_operator.power.gate import platform_ready
 from tests.helpers import wait_for
 from tests.integration.power_support import GROUP, PLURAL, VERSION, Platform, PowerOperator, apply_crds
 
@@ -49,7 +49,7 @@ def _annotations(platform: Platform, kind: str, name: str) -> dict[str, str]:
 
 
 def test_crd_rejects_what_cel_can_judge(platform: Platform) -> None:
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"schedule": {"on": "0 8 * *"}}, "5 space-separated fields"),
         ({"schedule": {"off": "0 8 * * * *"}}, "5 space-separated fields"),
         ({"schedule": {"on": "0 8 * * 1-5", "timezone": "Europe Paris"}}, "IANA name"),
@@ -97,8 +97,7 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
     assert _annotations(p, "StatefulSet", "db")[w.SAVED_REPLICAS] == "2"
     assert w.SAVED_REPLICAS not in _annotations(p, "Deployment", "idle")  # 0 stays 0, nothing saved
     # The real controllers remove the pods; the node agent stops the processes.
-    for app in ("web", "db", "api"):
-        wait_for(lambda app=app: p.all_pods(app) == 0, 60, f"{app} pods gone")
+    wait_for(lambda: sum(p.all_pods(app) for app in ("web", "db", "api")) == 0, 60, "pods gone")
     ready, why = platform_ready(p.ns, p.bed.api())
     assert not ready and "Off" in why
 
@@ -122,9 +121,8 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
     assert p.get("CronJob", "nightly").spec.suspend is False
     assert p.ready("Deployment", "web") == 3 and p.running_pods("web") == 3  # On means Ready
     assert not any(k.startswith("kto.dev/") for k in _annotations(p, "Deployment", "web"))
-    reasons = [r for _, r, _ in p.events()]
     for reason in ("GoingToSleep", "Asleep", "WakingUp", "Awake"):
-        assert reason in reasons
+        p.wait_event(reason)
     print(f"sleep {slept:.2f} s, wake (Ready) {woke:.2f} s")
 
 
@@ -164,7 +162,7 @@ def test_human_edit_while_asleep_is_kept(platform: Platform, power_operator: Pow
     assert p.replicas("Deployment", "web") == 1  # the person's value, not the saved 3
     assert p.replicas("Deployment", "api") == 2
     assert not any(k.startswith("kto.dev/") for k in _annotations(p, "Deployment", "web"))
-    assert any(r == "HumanEditKept" and "web" in m for _, r, m in p.events())
+    p.wait_event("HumanEditKept", "Deployment/web: scaled to 1 by hand")
 
 
 def test_operator_restarted_while_asleep_still_restores(platform: Platform, power_operator: PowerOperator) -> None:
@@ -224,7 +222,8 @@ def test_invalid_timezone_is_reported(platform: Platform, power_operator: PowerO
     p.create_power({"state": "on", "schedule": {"off": "0 19 * * *", "timezone": "Mars/Olympus"}})
     st = p.wait_state("On", reason="InvalidSchedule")
     assert "Mars/Olympus" in st["message"]
-    wait_for(lambda: any(t == "Warning" and r == "InvalidSchedule" for t, r, _ in p.events()), 20, "Warning Event")
+    assert "Mars/Olympus" in p.wait_event("InvalidSchedule")
+    assert all(t == "Warning" for t, r, _ in p.events() if r == "InvalidSchedule")
     p.patch_power({"spec": {"schedule": {"timezone": "Europe/Paris"}}})
     st = p.wait_state("On", reason="Manual")
     assert st["nextOff"].endswith(":00:00Z")
