@@ -53,6 +53,25 @@ class ImageMap:
         return None
 
 
+class LiveImageMap:
+    """The image map, re-read when its file changes: edit images.yaml without restarting the agent."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or DEFAULT_MAP
+        self._mtime = -1.0
+        self._map = ImageMap(())
+
+    def resolve(self, image: str) -> ImageSpec | None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = self._mtime
+        if mtime != self._mtime:
+            self._map = ImageMap.load(self.path)
+            self._mtime = mtime
+        return self._map.resolve(image)
+
+
 def container_argv(container: dict, spec: ImageSpec) -> list[str]:
     """Docker/kubelet rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD."""
     command = container.get("command")

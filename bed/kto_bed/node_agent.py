@@ -25,7 +25,7 @@ from kubernetes.client.rest import ApiException
 
 from . import procs
 from .controlplane import Ports
-from .images import ImageMap
+from .images import LiveImageMap
 from .paths import BedPaths, pinned_versions, venv_bin
 from .pod_runner import NodeContext, PodRunner
 
@@ -54,7 +54,7 @@ class NodeAgent:
         self.storage = client.StorageV1Api(api)
         self.runners: dict[str, PodRunner] = {}
         self.stopping = threading.Event()
-        images = ImageMap.load(paths.images if paths.images.exists() else None)
+        images = LiveImageMap(paths.images if paths.images.exists() else None)
         base_env = {
             "PATH": os.pathsep.join([str(venv_bin()), "/usr/local/bin", "/usr/bin", "/bin"]),
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .containers import ContainerRun, now_iso
-from .images import ImageMap, container_argv
+from .images import LiveImageMap, container_argv
 from .podenv import EnvError, Lookup, container_env
 from .probes import ProbeState, run_probe
 from .volumes import TokenFn, VolumeError, materialise, mounts_for
@@ -31,7 +31,7 @@ class NodeContext:
     """What a pod runner needs from its node agent."""
 
     node_name: str
-    images: ImageMap
+    images: LiveImageMap
     pods_root: Path
     pvc_root: Path
     base_env: dict[str, str]  # PATH, marker, KUBERNETES_SERVICE_*
