@@ -288,7 +288,10 @@ class NodeAgent:
 
     def shutdown(self) -> None:
         self.stopping.set()
-        for runner in list(self.runners.values()):
+        runners = list(self.runners.values())
+        for runner in runners:
+            runner.agent_stopping.set()
+        for runner in runners:
             runner._terminate_all()
 
 

@@ -51,6 +51,9 @@ class PodRunner(threading.Thread):
         self.ns, self.pod_name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.dir = ctx.pods_root / f"{self.ns}_{self.pod_name}_{self.uid}"
         self.deleting = threading.Event()
+        # Set when the agent itself stops: its processes die with it but the pod is not finished, so no
+        # status is reported (a kubelet restart does not end pods either).
+        self.agent_stopping = threading.Event()
         self.lock = threading.Lock()
         spec = pod["spec"]
         self.restart_policy = spec.get("restartPolicy", "Always")
@@ -294,6 +297,8 @@ class PodRunner(threading.Thread):
         return "Pending"
 
     def _report(self, *, force: bool = False, phase: str | None = None) -> None:
+        if self.agent_stopping.is_set():
+            return
         phase = phase or self.phase()
         images = {c["name"]: c.get("image", "") for c in self.pod["spec"].get("initContainers") or []}
         images.update({c["name"]: c.get("image", "") for c in self.pod["spec"]["containers"]})
