@@ -84,6 +84,19 @@ class Kube:
         }[kind]
         return list(_json(lister(ns, _preload_content=False))["items"])
 
+    def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        reader = {
+            DEPLOYMENT: self.apps.read_namespaced_deployment,
+            STATEFULSET: self.apps.read_namespaced_stateful_set,
+            CRONJOB: self.batch.read_namespaced_cron_job,
+        }[kind]
+        try:
+            return dict(_json(reader(name, ns, _preload_content=False)))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
     def patch_workload(self, kind: str, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         """Apply a merge patch; the patched object, None if it is gone, Conflict on a 409."""
         patcher = {

@@ -13,11 +13,11 @@ before it is seen by the next pass, which then defers the sleep.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from kto_operator.power import history, metrics, schedule, workloads
 from kto_operator.power.kube import Conflict, Emit, Kube
@@ -25,6 +25,8 @@ from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Deci
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, KINDS, STATEFULSET
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
+CONFLICT_RETRIES = 5
 
 DUPLICATE = "Duplicate"
 INVALID_SCHEDULE = "InvalidSchedule"
@@ -135,17 +137,19 @@ class Pass:
 
     # ---------------------------------------------------------------------------------------------
     def sleep_all(self, sel: workloads.Selection) -> bool:
-        """Scale/suspend every managed workload; False when one changed under us (retry next pass)."""
+        """Scale/suspend every managed workload; False when one kept changing under us (retry next pass)."""
         now_iso = history.fmt_time(self.now) or ""
         by_kind: dict[str, list[dict[str, Any]]] = {}
         ok = True
         for kind in SLEEP_ORDER:
             objs = self.kube.list_workloads(kind, self.ns)
-            todo = [(o, p) for o in workloads.managed(kind, objs, sel)
-                    if (p := workloads.sleep_patch(kind, o, self.name, now_iso)) is not None]
-            results = self.patch_many(kind, [(o["metadata"]["name"], p) for o, p in todo])
-            patched = {r["metadata"]["name"]: r for r in results if isinstance(r, dict)}
-            ok = ok and not any(isinstance(r, Conflict) for r in results)
+
+            def plan(o: Mapping[str, Any], kind: str = kind) -> dict[str, Any] | None:
+                return workloads.sleep_patch(kind, o, self.name, now_iso)
+
+            results = self.apply(kind, workloads.managed(kind, objs, sel), plan, lambda p: p)
+            patched = {r["metadata"]["name"]: r for _, r in results if isinstance(r, dict)}
+            ok = ok and not any(isinstance(r, Conflict) for _, r in results)
             by_kind[kind] = [patched.get(o["metadata"]["name"], o) for o in objs]
         self.write(workloads=workloads.status_workloads(by_kind))
         return ok
@@ -157,12 +161,15 @@ class Pass:
         timed_out = self.now - started > timedelta(seconds=self.settings.ready_timeout)
         for kind in WAKE_ORDER:
             objs = self.kube.list_workloads(kind, self.ns)
-            actions = [(o["metadata"]["name"], a) for o in objs if (a := workloads.wake_action(kind, o))]
-            if actions:
-                results = self.patch_many(kind, [(n, a.patch) for n, a in actions])
-                for (_, a), r in zip(actions, results, strict=True):
-                    if not a.restored and isinstance(r, dict):
-                        self.emit("Normal", "HumanEditKept", a.detail)
+
+            def plan(o: Mapping[str, Any], kind: str = kind) -> workloads.WakeAction | None:
+                return workloads.wake_action(kind, o)
+
+            results = self.apply(kind, objs, plan, lambda a: a.patch)
+            for action, r in results:
+                if not action.restored and isinstance(r, dict):
+                    self.emit("Normal", "HumanEditKept", action.detail)
+            if results:
                 return False  # look at the restored group again on the next pass
             not_ready = sorted(o["metadata"]["name"] for o in objs
                                if (kind, o["metadata"]["name"]) in waiting_for and not workloads.ready(kind, o))
@@ -176,17 +183,35 @@ class Pass:
         self.write(wakeTimedOut=None)
         return True
 
-    def patch_many(self, kind: str, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | Conflict | None]:
-        def one(item: tuple[str, dict[str, Any]]) -> dict[str, Any] | Conflict | None:
-            try:
-                return self.kube.patch_workload(kind, self.ns, item[0], item[1])
-            except Conflict as err:
-                return err
+    def apply(
+        self, kind: str, objs: Sequence[Mapping[str, Any]], plan: Callable[[Mapping[str, Any]], P | None],
+        patch_of: Callable[[P], dict[str, Any]],
+    ) -> list[tuple[P, dict[str, Any] | Conflict | None]]:
+        """Patch each object that `plan` wants changed, concurrently. A 409 (any write, status included,
+        since the read) re-reads that object and plans again: the patch never saves a stale value."""
 
-        if len(items) <= 1:
-            return [one(i) for i in items]
-        with ThreadPoolExecutor(max_workers=self.settings.parallelism) as pool:
-            return list(pool.map(one, items))
+        def one(obj: Mapping[str, Any]) -> tuple[P, dict[str, Any] | Conflict | None] | None:
+            name = obj["metadata"]["name"]
+            planned = plan(obj)
+            attempts = 0
+            while planned is not None:
+                attempts += 1
+                try:
+                    return planned, self.kube.patch_workload(kind, self.ns, name, patch_of(planned))
+                except Conflict as err:
+                    fresh = self.kube.get_workload(kind, self.ns, name)
+                    if attempts >= CONFLICT_RETRIES or fresh is None:
+                        return (planned, err) if fresh is not None else None
+                    planned = plan(fresh)
+            return None
+
+        todo = [o for o in objs if plan(o) is not None]
+        if len(todo) <= 1:
+            done = [one(o) for o in todo]
+        else:
+            with ThreadPoolExecutor(max_workers=self.settings.parallelism) as pool:
+                done = list(pool.map(one, todo))
+        return [d for d in done if d is not None]
 
     # ---------------------------------------------------------------------------------------------
     def transition(self, state: str, message: str, event_reason: str | None = None) -> None:

@@ -84,6 +84,10 @@ class FakeKube:
     def list_workloads(self, kind: str, ns: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for (k, _), o in self.objs.items() if k == kind]
 
+    def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        o = self.objs.get((kind, name))
+        return copy.deepcopy(o) if o else None
+
     def patch_workload(self, kind: str, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         o = self.objs.get((kind, name))
         if o is None:
