@@ -25,6 +25,11 @@ TRANSITIONS = Counter(
 )
 
 
+# For an operator that serves a registry of its own: `for c in COLLECTORS: registry.register(c)`
+# (a collector may belong to several registries).
+COLLECTORS = (STATE, ASLEEP, DEFERRED, TRANSITIONS)
+
+
 def observe(ns: str, name: str, status: Mapping[str, Any]) -> None:
     current = status.get("state")
     for s in STATES:

@@ -16,3 +16,14 @@ def test_gauges_in_default_registry() -> None:
     assert 'kto_power_transitions_total{name="power",namespace="ns-m",state="Off"} 1.0' in text
     metrics.forget("ns-m", "power")
     assert 'namespace="ns-m"' not in generate_latest(REGISTRY).decode()
+
+
+def test_collectors_can_join_a_private_registry() -> None:
+    from prometheus_client import CollectorRegistry
+
+    private = CollectorRegistry()
+    for c in metrics.COLLECTORS:
+        private.register(c)
+    metrics.observe("ns-p", "power", {"state": "On"})
+    assert 'kto_power_state{name="power",namespace="ns-p",state="On"} 1.0' in generate_latest(private).decode()
+    metrics.forget("ns-p", "power")
