@@ -5,7 +5,6 @@ any time and a restarted operator simply calls it again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -13,12 +12,13 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from . import jobs, naming, status
+from .concurrency import Coalescer, KeyedLocks
 from .kube import JobConflict, Kube
 from .metrics import Metrics
 from .settings import OperatorSettings
@@ -41,25 +41,6 @@ PLATFORM_DELAY = 5.0
 PlatformGate = Callable[[str], "str | None"]
 
 
-class KeyedLocks:
-    """One lock per TrainingRun, so that a pod event, a timer tick and a handler never interleave."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
-
-    def forget(self, key: str) -> None:
-        with self._guard:
-            self._locks.pop(key, None)
-
-
 @dataclasses.dataclass
 class Context:
     """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""
@@ -69,6 +50,7 @@ class Context:
     tracker: Tracker
     metrics: Metrics
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
+    coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
     platform_gate: PlatformGate | None = None
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
     # Last Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
@@ -231,8 +213,10 @@ def ensure_started(ctx: Context, namespace: str, name: str, attempt: int = 0) ->
                 return
             ids = _run_ids(tr)
         if not tr["status"].get("jobName"):
+            # A new Job has no pod yet: its watch events bring the next update.
             _ensure_job(ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]), _uri(ctx, tr)))
-        _follow(ctx, tr, with_progress=False)
+        else:
+            _follow(ctx, tr, with_progress=False)  # operator restart: catch up with what happened
 
 
 def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool:
@@ -283,6 +267,20 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
 
 def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:
     """Bring the status up to date with the Job, its pods and (with_progress) the MLflow run."""
+    key = _key(namespace, name)
+    if not ctx.coalescer.enter(key, with_progress):
+        return
+    progress: bool | None = with_progress
+    try:
+        while progress is not None:
+            _follow_once(ctx, namespace, name, with_progress=progress)
+            progress = ctx.coalescer.again(key)
+    finally:
+        while progress is not None:  # after an error: release the key (the next event or tick retries)
+            progress = ctx.coalescer.again(key)
+
+
+def _follow_once(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:
     with ctx.locks.hold(_key(namespace, name)):
         tr = _fresh(ctx, namespace, name)
         if tr is None:
