@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,11 @@ from .split import Split, split_extract
 ANNOTATION_FILENAME = "cats_dogs_others-annotations.json"
 CONFUSION_MATRIX_FILENAME = "confusion_matrix.png"
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def log(message: str) -> None:
+    # Plain lines on stderr: the pod log, whose last lines the operator shows when a run fails.
+    print(f"kto-train: {message}", file=sys.stderr, flush=True)
 
 
 def default_store_opener(config: TrainConfig) -> Callable[[str], ObjectStore]:
@@ -49,13 +56,17 @@ def fetch_dataset(config: TrainConfig, store: ObjectStore) -> tuple[list[str], S
             "dataset.classes": ",".join(classes),
         }
     )
+    log(f"{len(extract)} images, classes {', '.join(classes)} ({store.url(ANNOTATION_KEY)})")
     split = split_extract(extract, classes, config.ratios, config.seed)
+    started = time.monotonic()
     for name, part in split.items():
         split_dir = config.split_dir(name)
         # Leftovers of an earlier run with another split would leak into this one.
         shutil.rmtree(split_dir, ignore_errors=True)
         download_extract(store, part, split_dir, workers=config.download_workers)
         mlflow.log_dict(part, f"annotations/split_{name}.json")
+    sizes = ", ".join(f"{name} {len(part)}" for name, part in split.items())
+    log(f"split {sizes}; downloaded in {time.monotonic() - started:.1f} s")
     return classes, split
 
 
@@ -88,6 +99,7 @@ def train(config: TrainConfig, open_store: Callable[[str], ObjectStore] | None =
 
         metrics = evaluate_model(model, datasets["test"])
         mlflow.log_metrics(metrics)
+        log(f"test_loss {metrics['test_loss']:.4f}, test_accuracy {metrics['test_accuracy']:.4f}")
         truth, predicted = predict_labels(model, datasets["test"])
         matrix = confusion_matrix(truth, predicted, len(classes))
 
@@ -103,7 +115,8 @@ def train(config: TrainConfig, open_store: Callable[[str], ObjectStore] | None =
         write_classes(config.model_dir, classes)
         mlflow.log_dict({"classes": classes}, "annotations/classes.json")
         sample = np.asarray(next(iter(datasets["test"].take(1)))[0][:1])
-        tracking.log_keras_model(model, sample, classes, config.image_size)
+        info = tracking.log_keras_model(model, sample, classes, config.image_size)
+        log(f"model saved to {config.model_path} and logged as {info.model_uri}")
 
     final = {key: float(history.history[key][-1]) for key in HISTORY_KEYS if key in history.history}
     return {**final, **metrics}
