@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import importlib
 import importlib.util
 import logging
@@ -83,7 +87,8 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
         metrics.serve(ours.metrics_port)
     except OSError as exc:
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
-    api = _kube_client(ours.max_workers)
+    api = _kube_client(ours.max_workers + ours.start_workers)
+    memo.trainingrun_starters = concurrent.futures.ThreadPoolExecutor(ours.start_workers, "kto-start")
     memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(), metrics=metrics,
                                           platform_gate=_platform_gate(api))
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s",
@@ -103,11 +108,15 @@ def _active(status: kopf.Status, **_: Any) -> bool:
 
 @kopf.on.resume(*TR)
 @kopf.on.create(*TR)
-def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
-    """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating."""
+async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
+    """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating.
+
+    Runs in its own thread pool: a burst of pod and Job events (kopf's pool) never delays Job creation."""
     ctx, ns = _ctx(memo, namespace)
     reconcile.seen(ctx, body)
-    reconcile.ensure_started(ctx, ns, name, retry)
+    # copy_context: kopf.event() finds its queue through context variables, as in kopf's own executor.
+    call = functools.partial(reconcile.ensure_started, ctx, ns, name, retry)
+    await asyncio.get_running_loop().run_in_executor(memo.trainingrun_starters, contextvars.copy_context().run, call)
 
 
 @kopf.on.update(*TR, field="spec")

@@ -38,8 +38,10 @@ class OperatorSettings:
     # turns into a quick MlflowUnavailable instead of a thread blocked for minutes in MLflow's own backoff.
     mlflow_http_timeout: int = 10
     mlflow_http_retries: int = 1
-    # Threads running the (synchronous) handlers.
+    # Threads running the (synchronous) handlers, and those creating MLflow runs and Jobs (separate, so
+    # that following running Jobs never delays new submissions).
     max_workers: int = 16
+    start_workers: int = 8
     # Lines of the trainer's log (termination message) kept in status.message, and its maximum size.
     log_tail_lines: int = 20
     message_max_chars: int = 2048
@@ -70,6 +72,7 @@ class OperatorSettings:
             mlflow_http_timeout=_int(env, "KTO_MLFLOW_HTTP_TIMEOUT", cls.mlflow_http_timeout, minimum=1),
             mlflow_http_retries=_int(env, "KTO_MLFLOW_HTTP_RETRIES", cls.mlflow_http_retries, minimum=0),
             max_workers=_int(env, "KTO_MAX_WORKERS", cls.max_workers, minimum=1),
+            start_workers=_int(env, "KTO_START_WORKERS", cls.start_workers, minimum=1),
             log_tail_lines=_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
             message_max_chars=_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
