@@ -153,10 +153,15 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
         "restartPolicy": "Never",
         "containers": [container],
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # A trainer gets no Service environment variables (dozens in a busy namespace).
+        "enableServiceLinks": False,
     }
     service_account = spec.get("serviceAccountName") or settings.default_service_account
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    else:
+        # The namespace's default ServiceAccount: a trainer has no use for an API token.
+        pod_spec["automountServiceAccountToken"] = False
     if spec.get("nodeSelector"):
         pod_spec["nodeSelector"] = dict(spec["nodeSelector"])
     if spec.get("tolerations"):

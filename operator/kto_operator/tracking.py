@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -60,13 +61,21 @@ class RegisterRule:
         return value >= self.threshold if self.greater_is_better else value <= self.threshold
 
 
+_USERINFO_RE = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials written into a URL (https://user:password@host): messages go to status and Events."""
+    return _USERINFO_RE.sub(r"\1***@", text)
+
+
 @contextlib.contextmanager
 def _mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
         status = exc.get_http_status_code()
-        text = f"{what}: {exc.message}"
+        text = redact(f"{what}: {exc.message}")
         if status >= 500 or status == 429:
             raise MlflowUnavailable(text) from exc
         raise TrackingError(text) from exc

@@ -204,3 +204,11 @@ def test_tracking_uri_override() -> None:
     run = make_run(mlflow={"trackingUri": "https://mlflow.example.com"})
     assert jobs.tracking_uri(run["spec"], SETTINGS) == "https://mlflow.example.com"
     assert jobs.tracking_uri(make_run()["spec"], SETTINGS) == SETTINGS.tracking_uri
+
+
+def test_no_api_token_unless_a_service_account_is_named() -> None:
+    minimal = jobs.build_job(make_run(), SETTINGS, IDS)["spec"]["template"]["spec"]
+    assert minimal["automountServiceAccountToken"] is False
+    assert minimal["enableServiceLinks"] is False
+    named = jobs.build_job(full_run(), SETTINGS, IDS)["spec"]["template"]["spec"]
+    assert "automountServiceAccountToken" not in named

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from kto_operator import naming
-from kto_operator.tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError
+from kto_operator.tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError, redact
 
 UID = "0f0e0d0c-1111-2222-3333-444455556666"
 TAGS = naming.run_tags(namespace="ns", name="run", uid=UID, job="run", image="img:1")
@@ -94,3 +94,11 @@ def test_register_rule(greater: bool, value: float, passes: bool) -> None:
     assert rule is not None and rule.passes(value) is passes
     assert rule.artifact_path == "model"
     assert RegisterRule.from_spec(None) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("to https://bob:s3cret@mlflow.example.com/api failed", "to https://***@mlflow.example.com/api failed"),
+    ("http://mlflow:5000/x", "http://mlflow:5000/x"),
+])
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
