@@ -30,19 +30,27 @@ def memory_limit(container: dict[str, Any]) -> int | None:
     return int(parse_quantity(str(value))) if value is not None else None
 
 
-def tree_rss(pid: int) -> int:
+def tree_memory(pid: int) -> int:
+    """Memory a cgroup would charge to the process tree, approximately.
+
+    Summing RSS counts pages shared by forked workers once per process (MLflow's 30-process tree reads
+    5.5 GB that way); private pages of each process plus the largest shared set is within a few percent
+    of the tree's PSS, at a thousandth of PSS's cost (statm instead of smaps).
+    """
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0
-    total = 0
+    private, shared = 0, 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            info = p.memory_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return total
+        private += info.rss - info.shared
+        shared = max(shared, info.shared)
+    return private + shared
 
 
 def log_tail(path: Path, offset: int) -> str:
@@ -116,7 +124,7 @@ class ContainerRun:
         if self.proc is None or self.exit_code is not None:
             return False
         limit = memory_limit(self.spec)
-        if limit is not None and self.proc.poll() is None and tree_rss(self.proc.pid) > limit:
+        if limit is not None and self.proc.poll() is None and tree_memory(self.proc.pid) > limit:
             self.oom = True
             self.kill(signal.SIGKILL)
         code = self.proc.poll()

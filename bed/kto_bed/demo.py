@@ -218,7 +218,7 @@ def mlflow_up() -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
     parser.add_argument("--namespace", default=NAMESPACE)
-    parser.add_argument("--count", type=int, default=540, help="digits images uploaded (3 classes)")
+    parser.add_argument("--count", type=int, default=531, help="digits images uploaded (all 0/1/2 digits: 531)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed for the training")
     args = parser.parse_args(argv)
     paths, ports = BedPaths.default(), Ports.from_env()
