@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +28,8 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def log(message: str) -> None:
-    # Plain lines on stderr: the pod log, whose last lines the operator shows when a run fails.
-    print(f"kto-train: {message}", file=sys.stderr, flush=True)
+    # Progress on stdout with Keras' epoch lines; stderr is kept for the one-line error.
+    print(f"kto-train: {message}", flush=True)
 
 
 def default_store_opener(config: TrainConfig) -> Callable[[str], ObjectStore]:
