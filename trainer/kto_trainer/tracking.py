@@ -48,6 +48,8 @@ def ensure_epoch_metrics(history: Mapping[str, Sequence[float]], keys: Sequence[
     """
     run = mlflow.active_run()
     assert run is not None
+    # Autolog's callback logs asynchronously: wait for its queue, or its metrics would look missing.
+    mlflow.flush_async_logging()
     client = mlflow.MlflowClient()
     filled = []
     for key in keys:

@@ -66,3 +66,12 @@ def test_ensure_epoch_metrics_fills_only_missing_keys(mlflow_env: str) -> None:
         (0, 0.4), (1, 0.6), (2, 0.9),
     ]
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
+
+
+def test_ensure_epoch_metrics_waits_for_autologs_async_queue(mlflow_env: str) -> None:
+    history = {"loss": [0.9, 0.5, 0.3]}
+    with tracking.tracked_run() as run:
+        for step, value in enumerate(history["loss"]):
+            mlflow.log_metrics({"loss": value}, step=step, synchronous=False)  # as autolog's callback does
+        assert tracking.ensure_epoch_metrics(history, ["loss"]) == []
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 3
