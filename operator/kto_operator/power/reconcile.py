@@ -13,6 +13,7 @@ before it is seen by the next pass, which then defers the sleep.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,8 +120,11 @@ class Pass:
                 self.transition(GOING_TO_SLEEP, d.message)
                 return 0.0
             sel = workloads.Selection.from_spec(power.get("spec") or {}, self.settings.operator_deployment)
+            started = time.monotonic()
             if not self.sleep_all(sel):
                 return self.settings.poll
+            log.info("%s/%s: %d workloads asleep, sweep %.2f s", self.ns, self.name,
+                     len(self.new.get("workloads") or ()), time.monotonic() - started)
             self.transition(OFF, d.message, "Asleep")
             return self.idle_wait(d)
         if current == ON:
@@ -165,7 +169,11 @@ class Pass:
             def plan(o: Mapping[str, Any], kind: str = kind) -> workloads.WakeAction | None:
                 return workloads.wake_action(kind, o)
 
+            started = time.monotonic()
             results = self.apply(kind, objs, plan, lambda a: a.patch)
+            if results:
+                log.info("%s/%s: %d %ss restored in %.2f s", self.ns, self.name, len(results), kind,
+                         time.monotonic() - started)
             for action, r in results:
                 if not action.restored and isinstance(r, dict):
                     self.emit("Normal", "HumanEditKept", action.detail)
