@@ -147,3 +147,16 @@ def test_platform_comes_up_on_the_bed_and_tracks_a_run(bed: Any, namespace: str,
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} >= {"mlflow-artifacts", "cats-dogs-other"}
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
     assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
+
+    # A new MLflow pod (restart, upgrade, wake) finds the schema current and the run still there.
+    core = client.CoreV1Api(bed.api())
+    (old,) = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=mlflow").items
+    core.delete_namespaced_pod(old.metadata.name, namespace)
+
+    def replaced() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=mlflow").items
+        return any(p.metadata.uid != old.metadata.uid and p.status.container_statuses
+                   and p.status.container_statuses[0].ready for p in pods)
+
+    wait_for(replaced, 180, "a new Ready MLflow pod", interval=1)
+    assert mlflow.MlflowClient(uri).get_run(run.info.run_id).data.params == {"epochs": "4"}

@@ -1,5 +1,7 @@
-"""Init step of the MLflow pod: refuse placeholder credentials, wait for MySQL and MinIO, create the buckets,
-and (when basic auth is on) write MLflow's auth config. Runs with the MLflow image's Python (boto3 inside).
+"""Init step of the MLflow pod: refuse placeholder credentials, wait for MySQL and MinIO, create or upgrade
+MLflow's database schema (`mlflow db upgrade`: creates the tables on an empty database, migrates them after an
+MLflow upgrade, does nothing when current), create the buckets, and (when basic auth is on) write MLflow's auth
+config. Runs with the MLflow image's Python (mlflow, boto3 inside).
 
 Environment: KTO_MYSQL_HOST, KTO_MYSQL_PORT, KTO_S3_ENDPOINT, KTO_ARTIFACT_BUCKET, KTO_DATASET_BUCKET,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_BACKEND_STORE_URI; optional KTO_MLFLOW_AUTH_CONFIG (path of the
@@ -80,6 +82,22 @@ def ensure_buckets(endpoint: str, key: str, secret: str, buckets: list[str]) -> 
     return created
 
 
+def upgrade_database(uri: str) -> None:
+    """`mlflow db upgrade URI`, in this process: the URI holds the password, kept out of process listings."""
+    from mlflow.db import upgrade
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        upgrade.main([uri], prog_name="mlflow db upgrade", standalone_mode=False)
+    except SystemExit as done:  # click exits on its own errors
+        if done.code:
+            raise PrepareError(f"mlflow db upgrade failed (exit {done.code})") from None
+    except (SQLAlchemyError, MlflowException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PrepareError(f"mlflow db upgrade: {first}") from err
+
+
 def auth_config(database_uri: str) -> str:
     """MLflow basic-auth settings: users in the backend database, read-only by default. The admin user
     comes from MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD (the platform Secret), not from this file."""
@@ -114,6 +132,8 @@ def run(env: Mapping[str, str]) -> None:
     endpoint = env["KTO_S3_ENDPOINT"].rstrip("/")
     wait(lambda: tcp_open(host, port), f"MySQL {host}:{port}", timeout)
     wait(lambda: http_ok(f"{endpoint}/minio/health/ready"), f"MinIO {endpoint}", timeout)
+    upgrade_database(env["MLFLOW_BACKEND_STORE_URI"])
+    print("prepare: MLflow database schema current", flush=True)
     buckets = [b for b in (env.get("KTO_ARTIFACT_BUCKET"), env.get("KTO_DATASET_BUCKET")) if b]
     created = ensure_buckets(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], buckets)
     print(f"prepare: buckets {', '.join(buckets)} present (created: {', '.join(created) or 'none'})", flush=True)
