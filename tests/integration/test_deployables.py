@@ -336,3 +336,23 @@ def test_secrets_template_holds_no_credentials(bed: Any) -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", "manifests/platform/secrets/secrets.env"],
                              cwd=bed.repo, check=False)
     assert ignored.returncode == 0, "secrets.env must be git-ignored"
+
+
+def test_the_overlay_in_install_md_renders(bed: Any, tmp_path: Path) -> None:
+    """docs/install.md's user overlay (images, namespace, MLflow URL) works as written."""
+    text = (bed.repo / "docs/install.md").read_text()
+    block = text.split("# my-kto/kustomization.yaml, next to the kto-mlflow checkout\n", 1)[1].split("```", 1)[0]
+    workspace(bed.repo, tmp_path / "kto-mlflow")
+    (tmp_path / "my-kto").mkdir()
+    (tmp_path / "my-kto/kustomization.yaml").write_text(block)
+    docs = render(bed, tmp_path, "my-kto")
+    assert {d["metadata"].get("namespace") for d in docs} == {"my-namespace"}
+    images = {c["image"] for d in of_kind(docs, *WORKLOAD_KINDS) for c in _containers(d)}
+    assert {"quay.io/you/kto-operator:0.1.0", "quay.io/you/kto-mlflow:0.1.0"} <= images
+    assert not [i for i in images if i.startswith(("kto-operator", "kto-mlflow"))]
+    (config,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("kto-operator-config")]
+    assert config["data"]["KTO_MLFLOW_UI_URL"].startswith("https://") and config["data"]["KTO_METRICS_PORT"]
+    (dep,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "kto-operator"]
+    ref = dep["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+    assert ref == config["metadata"]["name"]  # the merged ConfigMap's new hash is referenced
+    assert of_kind(docs, "Route") and of_kind(docs, "Role")
