@@ -250,3 +250,52 @@ def test_operator_runs_on_the_shipped_role_alone(bed: Any, rbac_ns: str, sa_api:
         print(f"---- operator log ({ns}) ----\n{op.log()[-20000:]}")
     refused = [line for line in op.log().splitlines() if REFUSED.search(line)]
     assert not refused, "\n".join(refused[:20])
+
+
+def test_operator_deployment_from_the_manifests_runs_a_training(bed: Any, rbac_ns: str, tmp_path: Path) -> None:
+    """manifests/operator as shipped (Deployment, ConfigMap, probe, POD_NAMESPACE, its ServiceAccount's
+    token in the pod) on the bed: Ready without restarts, metrics served, a TrainingRun Succeeded. Only
+    what the bed needs changes: free host ports (bed pods share one network) and the bed's MLflow URL."""
+    import mlflow
+
+    ns = rbac_ns
+    metrics, liveness = _free_port(), _free_port()
+    docs = render(bed, workspace(bed.repo, tmp_path / "ws2"), "operator")
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            doc["data"].update(KTO_METRICS_PORT=str(metrics), KTO_MLFLOW_TRACKING_URI=bed.env["MLFLOW_TRACKING_URI"])
+        if doc["kind"] == "Deployment":
+            c = doc["spec"]["template"]["spec"]["containers"][0]
+            c["args"] = [f"--liveness=http://0.0.0.0:{liveness}/healthz" if a.startswith("--liveness=") else a
+                         for a in c["args"]]
+            c["ports"] = [{"name": "metrics", "containerPort": metrics}, {"name": "healthz", "containerPort": liveness}]
+    applied = bed.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+    assert applied.returncode == 0 and "PodSecurity" not in applied.stderr, applied.stderr
+    core, apps = client.CoreV1Api(bed.api()), client.AppsV1Api(bed.api())
+
+    def operator_log() -> str:
+        return bed.kubectl("logs", "-n", ns, "deploy/kto-operator", "--tail=60", check=False).stdout
+
+    wait_for(lambda: (apps.read_namespaced_deployment("kto-operator", ns).status.ready_replicas or 0) == 1,
+             90, "operator Deployment Ready")
+    wait_for(lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"), 30, "kopf liveness endpoint")
+    try:
+        _cr(bed).create_namespaced_custom_object(GROUP, VERSION, ns, "trainingruns", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "metadata": {"name": "in-pod"},
+            "spec": {"image": "kto-standin-trainer:1", "experiment": f"in-pod-{ns}",
+                     "parameters": {"epochs": 2, "sleep": 0.2}}})
+        status = wait_for(lambda: (s := _run_status(bed, ns, "in-pod")).get("phase") in
+                          ("Succeeded", "Failed", "Cancelled") and s, 120, "TrainingRun finished")
+        assert status["phase"] == "Succeeded", status
+        assert mlflow.MlflowClient(bed.env["MLFLOW_TRACKING_URI"]).get_run(status["mlflow"]["runId"]).info.status \
+            == "FINISHED"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
+            assert "kto_trainingruns" in resp.read().decode()
+        (pod,) = core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=kto-operator").items
+        assert pod.status.container_statuses[0].restart_count == 0
+        _cr(bed).delete_namespaced_custom_object(GROUP, VERSION, ns, "trainingruns", "in-pod")
+        wait_for(lambda: _gone(bed, ns, "trainingruns", "in-pod"), 60, "finalizer released")
+    finally:
+        print(f"---- operator pod log ({ns}) ----\n{operator_log()}")
+    refused = [line for line in operator_log().splitlines() if REFUSED.search(line)]
+    assert not refused, "\n".join(refused[:20])
