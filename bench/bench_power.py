@@ -55,7 +55,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def poll(fn: Callable[[], bool], timeout: float, what: str, interval: float = 0.02,
+def poll(fn: Callable[[], bool], timeout: float, what: str, interval: float = 0.05,
          start: float | None = None) -> float:
     """Seconds from `start` (default: now) until fn() is true (fails after timeout)."""
     start = time.monotonic() if start is None else start

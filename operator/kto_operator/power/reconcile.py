@@ -71,6 +71,7 @@ class Pass:
         self.kube, self.settings, self.ns, self.name, self.now, self.emit = kube, settings, ns, name, now, emit
         self.status: dict[str, Any] = {}
         self.new: dict[str, Any] = {}
+        self.warn_reason: str | None = None  # a Warning Event goes with a new message of this reason
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> float:
@@ -81,18 +82,21 @@ class Pass:
         if governing(self.kube.list_powers(self.ns)) != self.name:
             self.write(state=None, reason=DUPLICATE,
                        message="another PowerSchedule in this namespace is older and governs it")
-            self.flush(warn_reason=DUPLICATE)
+            self.warn_reason = DUPLICATE
+            self.flush()
             return self.settings.max_wait
         try:
             spec = schedule.PowerSpec.from_dict(power.get("spec") or {})
         except SpecError as err:
             self.write(reason=INVALID_SPEC, message=str(err))
-            self.flush(warn_reason=INVALID_SPEC)
+            self.warn_reason = INVALID_SPEC
+            self.flush()
             return self.settings.max_wait
         runs = self.kube.list_runs(self.ns)
         hist, manual, activity = history.build_history(power, runs, self.now)
         decision = schedule.decide(spec, hist, self.now)
         problems = manual.problems + decision.problems
+        self.warn_reason = INVALID_SCHEDULE if problems else None
         self.write(
             reason=INVALID_SCHEDULE if problems else decision.reason,
             message="; ".join((*problems, decision.message)),
@@ -107,7 +111,7 @@ class Pass:
         if decision.deferred_by and not self.status.get("deferredBy") and decision.reason == schedule.SLEEP_DEFERRED:
             self.emit("Normal", schedule.SLEEP_DEFERRED, decision.message)
         wait = self.step(spec, decision, power)
-        self.flush(warn_reason=INVALID_SCHEDULE if problems else None)
+        self.flush()
         metrics.observe(self.ns, self.name, self.merged())
         return wait
 
@@ -118,7 +122,9 @@ class Pass:
                 return self.idle_wait(d)
             if current != GOING_TO_SLEEP:
                 self.transition(GOING_TO_SLEEP, d.message)
-                return 0.0
+                self.flush()  # announced (persisted) before the last look for runs
+                if history.active_runs(self.kube.list_runs(self.ns)):
+                    return 0.0  # a run came in: the next pass defers the sleep
             sel = workloads.Selection.from_spec(power.get("spec") or {}, self.settings.operator_deployment)
             started = time.monotonic()
             if not self.sleep_all(sel):
@@ -132,7 +138,7 @@ class Pass:
         if current != WAKING_UP:
             self.transition(WAKING_UP, d.message)
             self.write(wakeStartedAt=history.fmt_time(self.now))
-            return 0.0
+            self.flush()
         if not self.wake_step():
             return self.settings.poll
         self.transition(ON, d.message, "Awake")
@@ -238,13 +244,14 @@ class Pass:
     def merged(self) -> dict[str, Any]:
         return {**self.status, **{k: v for k, v in self.new.items() if v is not None}}
 
-    def flush(self, warn_reason: str | None = None) -> None:
+    def flush(self) -> None:
         """Patch status with what changed (nothing when nothing did: no event storm from our own writes)."""
         changes = {k: v for k, v in self.new.items() if self.status.get(k) != v}
         if not changes:
             return
-        if warn_reason and "message" in changes and self.status.get("reason") != warn_reason:
-            self.emit("Warning", warn_reason, str(self.new.get("message")))
+        warn = self.warn_reason
+        if warn and "message" in changes and self.status.get("reason") != warn:
+            self.emit("Warning", warn, str(self.new.get("message")))
         self.kube.patch_power_status(self.ns, self.name, changes)
         self.status.update(changes)
         self.new = {}

@@ -274,16 +274,25 @@ def test_run_submitted_while_asleep_wakes_then_sleeps_after(platform: tuple[Fake
 
 
 def test_race_run_created_after_going_to_sleep_is_announced(platform: tuple[FakeKube, Clock]) -> None:
+    """A run created after the sleep decision: GoingToSleep is persisted first, so the run's gate says
+    "not ready", and the last look for runs (after the announce) sees it: the sleep is called off."""
     kube, clock = platform
     run_until_stable(kube, clock)
     switch(kube, "off")
-    Pass(cast(Kube, kube), SETTINGS, NS, "power", clock.now, clock.emit).run()
-    assert kube.status()["state"] == "GoingToSleep"
-    assert gate.readiness(kube.list_powers(NS))[0] is False  # a run asking now waits
-    kube.add("TrainingRun", "late", status={})
+    real = kube.list_runs
+    gate_answers: list[bool] = []
+
+    def list_runs(ns: str) -> list[dict[str, Any]]:
+        if kube.status().get("state") == "GoingToSleep" and ("TrainingRun", "late") not in kube.objs:
+            gate_answers.append(gate.readiness(kube.list_powers(NS))[0])  # the run's handler asks now
+            kube.add("TrainingRun", "late", status={})
+        return real(ns)
+
+    kube.list_runs = list_runs  # type: ignore[method-assign]
     run_until_stable(kube, clock)
+    assert gate_answers == [False]
     assert kube.status()["state"] == "On"
-    assert kube.replicas(DEPLOYMENT, "mlflow") == 3
+    assert kube.replicas(DEPLOYMENT, "mlflow") == 3 and not any(w.asleep_by_us(o) for o in kube.objs.values())
 
 
 def test_conflict_is_retried(platform: tuple[FakeKube, Clock]) -> None:
