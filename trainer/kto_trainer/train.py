@@ -77,9 +77,9 @@ def train(config: TrainConfig, open_store: Callable[[str], ObjectStore] | None =
     tracking.enable_autolog()
     with tracking.tracked_run():
         tracking.log_params_once(config.params())
-        classes, _ = fetch_dataset(config, open_store(config.bucket))
-
+        # Weights first: a wrong weights setting fails before minutes of dataset download.
         weights_path = resolve_weights(config.weights, config.weights_file, config.work_path / "weights", open_store)
+        classes, _ = fetch_dataset(config, open_store(config.bucket))
         model = build_model(len(classes), config.image_size, weights_path)
         datasets = {
             name: split_dataset(

@@ -114,3 +114,15 @@ def test_cli_bad_ratios_exit_2_before_any_work(capsys: pytest.CaptureFixture[str
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "split ratios must sum to 1" in err
+
+
+def test_imagenet_without_a_weights_file_fails_before_downloading(
+    tiny_dataset: Path, tmp_path: Path, mlflow_env: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    work = tmp_path / "work"
+    code = main([f"--dataset_dir={tiny_dataset}", f"--working_dir={work}", "--weights=imagenet", "--image_size=32"])
+    assert code == 2
+    assert "need a local copy of the VGG16 notop weights" in capsys.readouterr().err
+    assert not (work / "train").exists()
