@@ -349,6 +349,10 @@ def _cancel(ctx: Context, tr: dict[str, Any]) -> None:
     """spec.cancel: stop the pods (Job deleted, pods removed in the background), MLflow KILLED."""
     meta = tr["metadata"]
     job_name = naming.job_name(meta["name"])
+    job = ctx.kube.get_job(meta["namespace"], job_name) if tr["status"].get("jobName") else None
+    if job is not None and status.job_finished(job):
+        _follow(ctx, tr, with_progress=False)  # too late to cancel: record how the run really ended
+        return
     if ctx.kube.delete_job(meta["namespace"], job_name, meta["uid"]):
         _event(tr, "Normal", reason="JobDeleted", message=f"Job {job_name} deleted (cancel)")
     if not _run_ids(tr).get("runId"):
