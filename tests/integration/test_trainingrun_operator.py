@@ -191,6 +191,19 @@ def test_cancel(operator: Operator, runs: Runs, mlflow_uri: str) -> None:
         runs.patch_spec("cancelme", {"cancel": False})
 
 
+def test_trainer_pod_passes_restricted_pod_security(operator: Operator, runs: Runs) -> None:
+    """The namespace enforces Pod Security 'restricted' (as OpenShift's restricted-v2 does): the Job's pod
+    is admitted and the run succeeds."""
+    runs.core.patch_namespace(runs.namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    operator.start()
+    runs.submit("restricted", parameters={"epochs": 1, "sleep": 0})
+    st = runs.wait_phase("restricted", ("Succeeded", "Failed"), 90)
+    assert st["phase"] == "Succeeded", st
+    failed_creates = [e for e in runs.core.list_namespaced_event(runs.namespace).items if e.reason == "FailedCreate"]
+    assert not failed_creates, [e.message for e in failed_creates]
+
+
 def test_job_deleted_by_ttl_right_away_still_succeeds(operator: Operator, runs: Runs, mlflow_uri: str) -> None:
     operator.start()
     runs.submit("ephemeral", ttlSecondsAfterFinished=0, parameters={"epochs": 1, "sleep": 0, "test_accuracy": 0.8})
