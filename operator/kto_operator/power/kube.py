@@ -40,15 +40,6 @@ class Kube:
         self.batch = client.BatchV1Api(self.api)
 
     # PowerSchedules -------------------------------------------------------------------------------
-    def get_power(self, ns: str, name: str) -> dict[str, Any] | None:
-        try:
-            return dict(_json(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, name, _preload_content=False)))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-
     def list_powers(self, ns: str) -> list[dict[str, Any]]:
         try:
             return list(_json(self.custom.list_namespaced_custom_object(
@@ -61,9 +52,6 @@ class Kube:
     def patch_power_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, ns, PLURAL, name, {"status": status}, _content_type=MERGE)
-
-    def patch_power(self, ns: str, name: str, body: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body, _content_type=MERGE)
 
     # TrainingRuns -----------------------------------------------------------------------------------
     def list_runs(self, ns: str) -> list[dict[str, Any]]:

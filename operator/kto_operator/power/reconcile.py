@@ -75,11 +75,15 @@ class Pass:
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> float:
-        power = self.kube.get_power(self.ns, self.name)
+        # One round trip: the namespace's PowerSchedules (this one included, read fresh) and its runs.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            powers_f, runs_f = pool.submit(self.kube.list_powers, self.ns), pool.submit(self.kube.list_runs, self.ns)
+            powers, runs = powers_f.result(), runs_f.result()
+        power = next((p for p in powers if p["metadata"]["name"] == self.name), None)
         if power is None or power["metadata"].get("deletionTimestamp"):
             return self.settings.max_wait
         self.status = dict(power.get("status") or {})
-        if governing(self.kube.list_powers(self.ns)) != self.name:
+        if governing(powers) != self.name:
             self.write(state=None, reason=DUPLICATE,
                        message="another PowerSchedule in this namespace is older and governs it")
             self.warn_reason = DUPLICATE
@@ -92,7 +96,6 @@ class Pass:
             self.warn_reason = INVALID_SPEC
             self.flush()
             return self.settings.max_wait
-        runs = self.kube.list_runs(self.ns)
         hist, manual, activity = history.build_history(power, runs, self.now)
         decision = schedule.decide(spec, hist, self.now)
         problems = manual.problems + decision.problems
@@ -151,8 +154,11 @@ class Pass:
         now_iso = history.fmt_time(self.now) or ""
         by_kind: dict[str, list[dict[str, Any]]] = {}
         ok = True
+        with ThreadPoolExecutor(max_workers=len(SLEEP_ORDER)) as pool:
+            listed = dict(zip(SLEEP_ORDER, pool.map(lambda k: self.kube.list_workloads(k, self.ns), SLEEP_ORDER),
+                              strict=True))
         for kind in SLEEP_ORDER:
-            objs = self.kube.list_workloads(kind, self.ns)
+            objs = listed[kind]
 
             def plan(o: Mapping[str, Any], kind: str = kind) -> dict[str, Any] | None:
                 return workloads.sleep_patch(kind, o, self.name, now_iso)
