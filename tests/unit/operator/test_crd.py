@@ -31,6 +31,21 @@ def walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any
         yield from walk(schema["items"], f"{path}[]")
 
 
+SCHEMA_KEYS = {"type", "description", "properties", "items", "required", "enum", "default", "format", "pattern",
+               "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "maxItems",
+               "maxProperties", "additionalProperties", "anyOf", "x-kubernetes-int-or-string",
+               "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations", "x-kubernetes-list-type",
+               "x-kubernetes-list-map-keys"}
+
+
+def test_schema_uses_only_known_keywords(version: dict[str, Any]) -> None:
+    # A comma inside an unquoted flow-style description silently turns its tail into a bogus keyword.
+    root = version["schema"]["openAPIV3Schema"]
+    bad = [(path, sorted(set(schema) - SCHEMA_KEYS)) for path, schema in walk(root, "TrainingRun")
+           if set(schema) - SCHEMA_KEYS]
+    assert not bad, bad
+
+
 def test_names(crd: dict[str, Any], version: dict[str, Any]) -> None:
     assert crd["metadata"]["name"] == "trainingruns.kto.dev"
     spec = crd["spec"]
