@@ -43,7 +43,7 @@ lint: venv
 	$(VENV)/bin/mypy bed/kto_bed operator/kto_operator trainer/kto_trainer
 
 demo: venv build
-	@echo "make demo: not yet — the one-command demo lands with its own issue; 'make bed' starts the test bed."
+	$(PY) -m kto_bed.demo
 
 clean: bed-down
 	rm -rf .bed
