@@ -16,6 +16,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # No MLflow telemetry from tests (no internet here; and it can deadlock with autolog in MLflow 3.17).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 @dataclass
 class Bed:
     repo: Path

@@ -100,6 +100,6 @@ def start_mlflow(paths: BedPaths, ports: Ports, creds: Credentials) -> None:
         ], env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint(ports), "AWS_ACCESS_KEY_ID": creds.access_key,
                 "AWS_SECRET_ACCESS_KEY": creds.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
                 # The background job runner (huey workers, for GenAI jobs) costs ~8 processes we never use.
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
             cwd=store)
     wait(lambda: _http_ok(f"{tracking_uri(ports)}/health"), 120, "MLflow", paths.logs / "mlflow.log")
