@@ -42,7 +42,7 @@ class PowerSettings:
     ready_timeout: float = 600.0  # a wake group not Ready after this goes on anyway (Warning Event)
     poll: float = 1.0  # seconds between passes while a transition is in progress
     max_wait: float = 60.0  # longest wait between passes when nothing is scheduled sooner
-    parallelism: int = 8  # concurrent workload patches
+    parallelism: int = 16  # concurrent workload patches
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PowerSettings:
