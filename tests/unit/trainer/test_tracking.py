@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 from kto_trainer import tracking
@@ -14,7 +16,10 @@ def test_continues_the_run_given_by_mlflow_run_id(mlflow_env: str, monkeypatch: 
     assert mlflow.get_run(created.info.run_id).info.status == "FINISHED"
 
 
-def test_starts_a_run_in_a_named_experiment(mlflow_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_starts_a_run_in_a_named_experiment(
+    mlflow_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a new experiment's artifacts default to ./mlruns
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"named-{mlflow_env}")
     with tracking.tracked_run() as run:
