@@ -42,8 +42,8 @@ EXPECTED_RULES = [
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
     (("",), ("pods",), ("list", "watch")),
     (("",), ("events",), ("create",)),
-    (("apps",), ("deployments", "statefulsets"), ("list", "patch")),
-    (("batch",), ("cronjobs",), ("list", "patch")),
+    (("apps",), ("deployments", "statefulsets"), ("get", "list", "patch")),
+    (("batch",), ("cronjobs",), ("get", "list", "patch")),
 ]
 
 
