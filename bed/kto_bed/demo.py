@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,6 @@ from .paths import BedPaths, k8s_bin, repo_root
 NAMESPACE = "kto-demo"
 RUN = "cats-dogs-other-1"
 POWER = "platform"
-PLATFORM_MLFLOW = "http://127.0.0.1:25000"
-PLATFORM_S3 = "http://127.0.0.1:29000"
 SECRETS_ENV = Path("manifests/platform/secrets/secrets.env")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
@@ -39,10 +38,78 @@ class DemoError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class PlatformPorts:
+    """Loopback ports of one platform instance (pods share 127.0.0.1 on the bed). The defaults are the
+    ones written in manifests/platform/bed and demo/; another set lets a second platform run beside it."""
+
+    mysql: int = 23306
+    minio: int = 29000
+    minio_console: int = 29001
+    mlflow: int = 25000
+    operator_metrics: int = 28080
+    operator_health: int = 28081
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.minio}"
+
+
+def _json6902(kind: str, name: str, ops: list[tuple[str, object]]) -> dict[str, Any]:
+    patch = [{"op": "replace", "path": path, "value": value} for path, value in ops]
+    return {"target": {"kind": kind, "name": name}, "patch": json.dumps(patch)}
+
+
+def write_overlays(root: Path, repo: Path, ports: PlatformPorts, epochs: int | None) -> None:
+    """Kustomize overlays on top of the committed bed/demo ones, with this instance's ports."""
+    c = "/spec/template/spec/containers/0"
+    layers: dict[str, tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = {
+        "platform": ("manifests/platform/bed", [
+            _json6902("ConfigMap", "kto-platform-config", [
+                ("/data/KTO_MYSQL_PORT", str(ports.mysql)), ("/data/KTO_MINIO_PORT", str(ports.minio)),
+                ("/data/KTO_MINIO_CONSOLE_PORT", str(ports.minio_console)),
+                ("/data/KTO_S3_ENDPOINT", ports.s3_url), ("/data/KTO_MLFLOW_PORT", str(ports.mlflow))]),
+            _json6902("StatefulSet", "mysql", [(f"{c}/ports/0/containerPort", ports.mysql)]),
+            _json6902("Deployment", "minio", [(f"{c}/ports/0/containerPort", ports.minio),
+                                              (f"{c}/ports/1/containerPort", ports.minio_console)]),
+            _json6902("Deployment", "mlflow", [(f"{c}/ports/0/containerPort", ports.mlflow)]),
+        ], []),
+        "operator": ("demo/operator", [
+            _json6902("Deployment", "kto-operator", [
+                (f"{c}/args/1", f"--liveness=http://127.0.0.1:{ports.operator_health}/healthz"),
+                (f"{c}/ports/0/containerPort", ports.operator_metrics),
+                (f"{c}/ports/1/containerPort", ports.operator_health)]),
+        ], [{"name": "kto-operator-config", "behavior": "merge", "literals": [
+            f"KTO_MLFLOW_TRACKING_URI={ports.mlflow_url}", f"KTO_MLFLOW_UI_URL={ports.mlflow_url}",
+            f"KTO_METRICS_PORT={ports.operator_metrics}"]}]),
+        "examples": ("demo/examples", [
+            _json6902("TrainingRun", RUN, [("/spec/s3/endpoint", ports.s3_url)]
+                      + ([("/spec/parameters/epochs", epochs)] if epochs else [])),
+        ], []),
+    }
+    for name, (base, patches, generators) in layers.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        kustomization: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [os.path.relpath(repo / base, folder)], "patches": patches}
+        if generators:
+            kustomization["configMapGenerator"] = generators
+        (folder / "kustomization.yaml").write_text(json.dumps(kustomization, indent=1))
+
+
 class Demo:
-    def __init__(self, paths: BedPaths, ports: Ports, namespace: str, out: Any = sys.stdout) -> None:
+    def __init__(self, paths: BedPaths, ports: Ports, namespace: str, out: Any = sys.stdout,
+                 platform: PlatformPorts | None = None, epochs: int | None = None) -> None:
         self.paths, self.ports, self.ns, self.out = paths, ports, namespace, out
+        self.platform = platform or PlatformPorts()
         self.repo = repo_root()
+        self.overlays = paths.root / "demo" / namespace
+        write_overlays(self.overlays, self.repo, self.platform, epochs)
         self.env = {**os.environ, "KUBECONFIG": str(paths.kubeconfig),
                     "PATH": f"{k8s_bin('kubectl').parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.tty = out.isatty()
@@ -105,14 +172,15 @@ class Demo:
         self.kubectl("apply", "--server-side", "-k", "manifests/crds", show=True)
         self.kubectl("wait", "--for=condition=Established", "crd/trainingruns.kto.dev", "crd/powerschedules.kto.dev")
         self.platform_secrets()
-        self.kubectl("apply", "-n", self.ns, "-k", "manifests/platform/bed", show=True)
+        self.kubectl("apply", "-n", self.ns, "-k", str(self.overlays / "platform"), show=True)
         for kind, name in (("statefulset", "mysql"), ("deployment", "minio"), ("deployment", "mlflow")):
             self.wait(functools.partial(self.ready, kind, name), 300, f"{kind}/{name} Ready")
             self.say(f"   {kind}/{name} Ready")
 
     def upload_dataset(self, count: int) -> None:
         creds = self.platform_secrets()
-        env = {**self.env, "MLFLOW_S3_ENDPOINT_URL": PLATFORM_S3, "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],
+        env = {**self.env, "MLFLOW_S3_ENDPOINT_URL": self.platform.s3_url,
+               "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],
                "AWS_SECRET_ACCESS_KEY": creds["AWS_SECRET_ACCESS_KEY"], "AWS_DEFAULT_REGION": "us-east-1"}
         cmd = [sys.executable, "-m", "kto_trainer.dataset_tool", "--source", "digits", "--count", str(count),
                "--size", "32"]
@@ -123,13 +191,13 @@ class Demo:
         self.say("   " + (done.stdout.strip().splitlines() or ["uploaded"])[-1])
 
     def start_operator(self) -> None:
-        self.kubectl("apply", "-n", self.ns, "-k", "demo/operator", show=True)
+        self.kubectl("apply", "-n", self.ns, "-k", str(self.overlays / "operator"), show=True)
         self.wait(lambda: self.ready("deployment", "kto-operator"), 180, "deployment/kto-operator Ready")
         self.say("   operator running in a pod with ServiceAccount kto-operator (shipped Role only)")
 
     def run_training(self, timeout: float) -> dict[str, Any]:
         self.kubectl("delete", "trainingrun", RUN, "-n", self.ns, "--ignore-not-found", "--wait=true")
-        self.kubectl("apply", "-n", self.ns, "-k", "demo/examples", show=True)
+        self.kubectl("apply", "-n", self.ns, "-k", str(self.overlays / "examples"), show=True)
         deadline = time.monotonic() + timeout
         last = ""
         while True:
@@ -160,7 +228,7 @@ class Demo:
             fill = int(width * done / epochs)
             bar = "#" * fill + "-" * (width - fill) if self.tty else ""
             text += f" epoch {done}/{epochs} {bar}".rstrip()
-        elif reason:
+        elif reason and reason != phase:
             text += f" ({reason})"
         return text
 
@@ -196,23 +264,40 @@ class Demo:
         before = self.replicas()
         self.power("off")
         self.kubectl("get", "deployments,statefulsets", "-n", self.ns, show=True)
-        self.say(f"MLflow at {PLATFORM_MLFLOW}: {'reachable' if mlflow_up() else 'unreachable (asleep)'}")
+        url = self.platform.mlflow_url
+        self.say(f"MLflow at {url}: {'reachable' if mlflow_up(url) else 'unreachable (asleep)'}")
         self.power("on")
         after = self.replicas()
         self.kubectl("get", "deployments,statefulsets", "-n", self.ns, show=True)
-        self.say(f"MLflow at {PLATFORM_MLFLOW}: {'reachable' if mlflow_up() else 'unreachable'}")
+        self.say(f"MLflow at {url}: {'reachable' if mlflow_up(url) else 'unreachable'}")
         same = before == after
         self.say(f"Replica counts restored exactly: {'yes' if same else 'NO'} {after}")
         if not same:
             raise DemoError(f"replicas differ after wake: before {before}, after {after}")
 
 
-def mlflow_up() -> bool:
+def mlflow_up(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{PLATFORM_MLFLOW}/health", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def run_all(demo: Demo, count: int, timeout: float) -> dict[str, Any]:
+    """Steps 2-6 on a running bed; returns the finished TrainingRun. Raises DemoError."""
+    demo.step(2, f"Platform in namespace {demo.ns}: MySQL -> MinIO -> MLflow (manifests/platform)")
+    demo.start_platform()
+    demo.step(3, "Dataset: scikit-learn digits 0/1/2 as cat/dog/other, in the course's S3 layout")
+    demo.upload_dataset(count)
+    demo.step(4, "Operator (manifests/operator) on its own ServiceAccount")
+    demo.start_operator()
+    demo.step(5, "TrainingRun + PowerSchedule (manifests/examples)")
+    tr = demo.run_training(timeout)
+    demo.report(tr)
+    demo.step(6, "Platform off, then on (PowerSchedule manual switch)")
+    demo.platform_switch()
+    return tr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,23 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.step(1, "Local bed (real kube-apiserver, controller-manager, scheduler, etcd; node agent)")
         cli.up(paths, ports)
-        demo.step(2, f"Platform in namespace {args.namespace}: MySQL -> MinIO -> MLflow (manifests/platform)")
-        demo.start_platform()
-        demo.step(3, "Dataset: scikit-learn digits 0/1/2 as cat/dog/other, in the course's S3 layout")
-        demo.upload_dataset(args.count)
-        demo.step(4, "Operator (manifests/operator) on its own ServiceAccount")
-        demo.start_operator()
-        demo.step(5, "TrainingRun + PowerSchedule (manifests/examples)")
-        tr = demo.run_training(args.timeout)
-        demo.report(tr)
-        demo.step(6, "Platform off, then on (PowerSchedule manual switch)")
-        demo.platform_switch()
+        run_all(demo, args.count, args.timeout)
     except (DemoError, TimeoutError, RuntimeError) as exc:
         print(f"\ndemo failed: {exc}\nlogs: {paths.logs}/ and {paths.pods}/", file=sys.stderr)
         return 1
     demo.step(7, f"Done in {time.monotonic() - t0:.0f} s. Everything is still running:")
     demo.say(f"   . .bed/env && kubectl get tr,power,pods -n {args.namespace}")
-    demo.say(f"   MLflow UI: {PLATFORM_MLFLOW}")
+    demo.say(f"   MLflow UI: {demo.platform.mlflow_url}")
     demo.say("   stop it all: make bed-down")
     return 0
 

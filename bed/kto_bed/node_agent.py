@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -253,6 +254,15 @@ class NodeAgent:
                 log.warning("provisioner: %s", exc)
 
     def _provision_once(self) -> None:
+        for pv in self.core.list_persistent_volume().items:
+            # reclaimPolicy Delete: a released volume of ours goes, with its folder.
+            if pv.spec.storage_class_name == STORAGE_CLASS and pv.status.phase == "Released":
+                shutil.rmtree(pv.spec.host_path.path, ignore_errors=True)
+                try:
+                    self.core.delete_persistent_volume(pv.metadata.name)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
         for pvc in self.core.list_persistent_volume_claim_for_all_namespaces().items:
             sc = pvc.spec.storage_class_name
             if pvc.spec.volume_name or pvc.status.phase == "Bound" or sc not in (None, STORAGE_CLASS):
