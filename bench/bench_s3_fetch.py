@@ -16,6 +16,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     results: dict[str, float] = {}
+    cpu_ms: dict[str, float] = {}  # this process's CPU per image: the client's cost, whatever the load
     try:
         # Warm-up: connections, credentials, MinIO caches, for every method alike.
         warm = dict(list(extract.items())[:20])
@@ -89,8 +91,10 @@ def main() -> int:
         course_times = []
         for index, (label, run) in enumerate(runs):
             directory = work / f"run{index}"
+            cpu_start = time.process_time()
             with timer() as elapsed:
                 run(directory)
+            cpu_ms[label] = (time.process_time() - cpu_start) * 1000 / len(extract)
             assert count_files(directory) == len(extract), f"{label}: incomplete download"
             if label == course_label:
                 course_times.append(elapsed())
@@ -108,9 +112,10 @@ def main() -> int:
 
     course = next(iter(results.values()))
     sequential = list(results.values())[1]
-    print(f"{'method':45s} {'seconds':>8s} {'images/s':>9s} {'vs course':>9s}")
+    print(f"{'method':45s} {'seconds':>8s} {'images/s':>9s} {'vs course':>9s} {'client CPU/image':>17s}")
     for label, seconds in results.items():
-        print(f"{label:45s} {seconds:8.2f} {len(extract) / seconds:9.0f} {course / seconds:8.1f}x")
+        print(f"{label:45s} {seconds:8.2f} {len(extract) / seconds:9.0f} {course / seconds:8.1f}x "
+              f"{cpu_ms[label]:14.2f} ms")
     concurrent = list(results.values())[2]
     print(f"RATIO concurrent vs course loop: {course / concurrent:.1f}x (target >= 8x); "
           f"concurrent vs sequential GET: {sequential / concurrent:.1f}x; "
