@@ -252,6 +252,11 @@ class Demo:
                 out[f"{kind}/{item['metadata']['name']}"] = int(item["spec"].get("replicas") or 0)
         return out
 
+    def platform_pods(self) -> list[str]:
+        out = self.kubectl("get", "pods", "-n", self.ns, "-o", "name",
+                           "-l", "app.kubernetes.io/name in (mysql,minio,mlflow,notebook)")
+        return out.split()
+
     def power(self, state: str) -> None:
         self.kubectl("patch", "powerschedule", POWER, "-n", self.ns, "--type=merge",
                      "-p", json.dumps({"spec": {"state": state}}), show=True)
@@ -263,6 +268,7 @@ class Demo:
     def platform_switch(self) -> None:
         before = self.replicas()
         self.power("off")
+        self.wait(lambda: not self.platform_pods(), 120, "the platform's pods to stop")
         self.kubectl("get", "deployments,statefulsets", "-n", self.ns, show=True)
         url = self.platform.mlflow_url
         self.say(f"MLflow at {url}: {'reachable' if mlflow_up(url) else 'unreachable (asleep)'}")
