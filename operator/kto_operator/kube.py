@@ -22,6 +22,12 @@ def _json(resp: Any) -> Any:
     return json.loads(resp.data)
 
 
+def _done(resp: Any) -> None:
+    """Read an unwanted response body: only a fully read response gives its connection back to the pool.
+    Left unread, every write opened a new TLS connection (a handshake on both sides, per request)."""
+    resp.data  # noqa: B018  (reading is the point)
+
+
 @dataclasses.dataclass
 class Kube:
     api: client.ApiClient
@@ -44,9 +50,9 @@ class Kube:
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource (missing object: nothing to do, it is gone)."""
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            _done(self.custom.patch_namespaced_custom_object_status(
                 naming.GROUP, naming.VERSION, namespace, naming.PLURAL, name, {"status": dict(status)},
-                _preload_content=False)
+                _preload_content=False))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -65,7 +71,7 @@ class Kube:
         namespace = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         try:
-            self.batch.create_namespaced_job(namespace, dict(manifest), _preload_content=False)
+            _done(self.batch.create_namespaced_job(namespace, dict(manifest), _preload_content=False))
             return True
         except ApiException as err:
             if err.status != 409:
@@ -91,7 +97,7 @@ class Kube:
         # The UID precondition makes sure the Job deleted is the one just checked.
         options = {"propagationPolicy": "Background", "preconditions": {"uid": existing["metadata"]["uid"]}}
         try:
-            self.batch.delete_namespaced_job(name, namespace, body=options, _preload_content=False)
+            _done(self.batch.delete_namespaced_job(name, namespace, body=options, _preload_content=False))
             return True
         except ApiException as err:
             if err.status in (404, 409):
