@@ -107,15 +107,31 @@ class NodeAgent:
         self.core.patch_namespaced_pod_status(name, ns, body)
 
     def _finalize(self, ns: str, name: str, uid: str) -> None:
-        try:
-            self.core.delete_namespaced_pod(
-                name, ns, grace_period_seconds=0,
-                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)),
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                log.warning("finalizing pod %s/%s: %s", ns, name, exc.reason)
+        """Remove a deleted pod whose processes are gone; retried, then left to the periodic sweep."""
+        for attempt in range(5):
+            try:
+                self.core.delete_namespaced_pod(
+                    name, ns, grace_period_seconds=0,
+                    body=client.V1DeleteOptions(grace_period_seconds=0,
+                                                preconditions=client.V1Preconditions(uid=uid)),
+                )
+                break
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    break
+                log.warning("finalizing pod %s/%s (try %d): %s", ns, name, attempt + 1, exc.reason)
+            except OSError as exc:
+                log.warning("finalizing pod %s/%s (try %d): %s", ns, name, attempt + 1, exc)
+            time.sleep(2 ** attempt)
         self.runners.pop(uid, None)
+
+    def sweep_deleted(self) -> None:
+        """Pods marked for deletion that no runner owns any more (a finalize that failed, a missed event)."""
+        pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE_NAME}").items
+        for pod in pods:
+            meta = pod.metadata
+            if meta.deletion_timestamp and meta.uid not in self.runners:
+                self._finalize(meta.namespace, meta.name, meta.uid)
 
     # -- the node ---------------------------------------------------------------------------
     def node_status(self) -> dict[str, Any]:
@@ -171,6 +187,7 @@ class NodeAgent:
             try:
                 self.core.patch_node_status(NODE_NAME, {"status": self.node_status()})
                 self._renew_lease()
+                self.sweep_deleted()
             except ApiException as exc:
                 log.warning("heartbeat failed: %s", exc.reason)
             except OSError as exc:
