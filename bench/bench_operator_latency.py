@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +74,23 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+def mlflow_probe_ms(uri: str, samples: int = 5) -> float:
+    """Median latency of one MLflow request now: the operator makes three per submission, so this
+    (and the machine's load) explains most of the figure."""
+    from mlflow.tracking import MlflowClient
+
+    client, times = MlflowClient(uri), []
+    for _ in range(samples):
+        start = time.perf_counter()
+        client.search_experiments(max_results=1)
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 1)
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def trainingrun(name: str, experiment: str) -> dict[str, Any]:
@@ -140,18 +158,25 @@ def main() -> int:
         watcher.start()
         watcher.ready.wait(30)
         submitted: dict[str, float] = {}
+        context = {"load_average_1m": load_average(), "cpus": os.cpu_count(),
+                   "mlflow_request_ms": mlflow_probe_ms(env["MLFLOW_TRACKING_URI"])}
 
         def submit(i: int) -> None:
             name = f"lat-{i:03d}"
             submitted[name] = time.monotonic()
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, trainingrun(name, experiment))
 
+        cpu = psutil.Process(operator.pid)
+        cpu_before = sum(cpu.cpu_times()[:2])
         start = time.monotonic()
         with ThreadPoolExecutor(max_workers=args.runs) as pool:
             list(pool.map(submit, range(args.runs)))
         submit_spread = time.monotonic() - start
         wait(lambda: watcher.count() >= args.runs, args.timeout, f"{args.runs} Jobs")
         watcher.stop.set()
+        # CPU the operator burnt from the first submission until the last Job: on this shared 2-CPU machine
+        # its share of the CPU, not MLflow, sets the pace (load-independent cost per run).
+        operator_cpu = sum(cpu.cpu_times()[:2]) - cpu_before
         latencies = [watcher.seen[name] - t for name, t in submitted.items()]
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             histogram = [line for line in resp.read().decode().splitlines()
@@ -164,6 +189,9 @@ def main() -> int:
             "max_s": round(max(latencies), 3),
             "min_s": round(min(latencies), 3),
             "all_jobs_after_s": round(max(watcher.seen.values()) - start, 3),
+            "operator_cpu_s": round(operator_cpu, 2),
+            "operator_cpu_ms_per_run": round(1000 * operator_cpu / args.runs, 1),
+            **context,
         }
         print(json.dumps(figures, indent=2))
         print("\n".join(histogram))
