@@ -6,6 +6,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .power import metrics as power_metrics
 from .status import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, WAITING_FOR_PLATFORM
 
 PHASES = (PENDING, WAITING_FOR_PLATFORM, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -28,6 +29,9 @@ class Metrics:
                                    ["phase", "reason"], registry=self.registry)
         self.mlflow_errors = Counter("kto_mlflow_unavailable", "MLflow calls that found it unreachable",
                                      registry=self.registry)
+        # PowerSchedule's gauges live in the default registry (kto_operator.power.metrics); served here too.
+        for collector in power_metrics.COLLECTORS:
+            self.registry.register(collector)
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
