@@ -14,6 +14,7 @@ $(VENV)/.installed: requirements-dev.txt bed/pyproject.toml operator/pyproject.t
 	touch $@
 
 build:
+	bed/system-deps.sh
 	bed/build.sh all
 
 bed: venv build
