@@ -66,7 +66,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.KOPF_PREFIX)
     settings.persistence.finalizer = naming.FINALIZER
     # No peering and no CRD scanning: both watch cluster-scoped objects a namespaced Role cannot read.
-    settings.peering.standalone = True
+    # Peering only when asked for (`--peering NAME`: several replicas, one acting).
+    if not memo.get("peering"):
+        settings.peering.standalone = True
+    else:
+        settings.peering.lifetime = int(memo.get("peering_lifetime") or settings.peering.lifetime)
     settings.scanning.disabled = True
     settings.execution.max_workers = ours.max_workers
     settings.posting.reporting_component = naming.MANAGED_BY

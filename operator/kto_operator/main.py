@@ -7,7 +7,9 @@ import importlib
 import importlib.util
 import logging
 import os
+import random
 import sys
+import time
 
 import kopf
 
@@ -21,8 +23,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
     parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
                         help="kopf liveness endpoint URL ('' turns it off); default %(default)s")
+    parser.add_argument("--peering", metavar="NAME", default=os.environ.get("KTO_PEERING") or None,
+                        help="run as one of several replicas: kopf peering through the KopfPeering (namespaced) or "
+                             "ClusterKopfPeering (-A) object NAME, whose CRD is crds/optional/kopf-peering.yaml; "
+                             "only the live replica of highest priority acts. Default: $KTO_PEERING, else standalone")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority; default: older replicas first (start time, random tie-break)")
+    parser.add_argument("--peering-lifetime", type=int, default=int(os.environ.get("KTO_PEERING_LIFETIME") or 60),
+                        metavar="SECONDS",
+                        help="how long a silent replica counts as alive: a killed one is replaced after at most "
+                             "this; default %(default)s")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+def peering_priority(started: float, tie_break: int) -> int:
+    """A replica started earlier outranks a later one, so a new replica never takes over from a working
+    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999)."""
+    return (2**31 - int(started)) * 1000 + tie_break
 
 
 def load_handlers() -> list[str]:
@@ -45,12 +63,18 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_handlers()
     logging.getLogger("kto_operator").info("handlers: %s", ", ".join(loaded))
+    priority = None
+    if args.peering:
+        priority = args.priority if args.priority is not None else \
+            peering_priority(time.time(), random.SystemRandom().randrange(1000))
     kopf.run(
-        standalone=True,
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+        priority=priority,
         clusterwide=bool(args.all_namespaces),
         namespaces=[args.namespace] if args.namespace else (),
         liveness_endpoint=args.liveness or None,
-        memo=kopf.Memo(namespace=args.namespace),
+        memo=kopf.Memo(namespace=args.namespace, peering=args.peering, peering_lifetime=args.peering_lifetime),
     )
     return 0
 
