@@ -5,24 +5,19 @@ any time and a restarted operator simply calls it again.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import logging
 import math
-import os
-import signal
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
 from . import jobs, naming, status
-from .concurrency import Coalescer, KeyedLocks
-from .kube import JobConflict, Kube
-from .metrics import Metrics
-from .settings import OperatorSettings
-from .tracking import MlflowUnavailable, RegisterRule, RunInfo, Tracker, TrackingError
+from .context import Context, PlatformGate, crash_point
+from .kube import JobConflict
+from .tracking import MlflowUnavailable, RegisterRule, RunInfo, TrackingError
+
+__all__ = ["Context", "PlatformGate", "ensure_started", "finalize", "follow", "seen"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,58 +30,9 @@ WARNING_REASONS = frozenset(
 JOB_CONFLICT_DELAY = 5.0
 PLATFORM_DELAY = 5.0
 
-# From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
-# storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
-# them as active and wakes the platform.
-PlatformGate = Callable[[str], "str | None"]
-
-
-@dataclasses.dataclass
-class Context:
-    """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""
-
-    settings: OperatorSettings
-    kube: Kube
-    tracker: Tracker
-    metrics: Metrics
-    locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
-    coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
-    platform_gate: PlatformGate | None = None
-    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
-    # Last Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
-    # can be gone before it is read, but its final state was in the event.
-    last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    def remember_job(self, job: Mapping[str, Any]) -> None:
-        uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
-        if uid:
-            with self._jobs_lock:
-                self.last_jobs[uid] = dict(job)
-
-    def last_job(self, uid: str, forget: bool = False) -> dict[str, Any] | None:
-        with self._jobs_lock:
-            return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
-
-    @property
-    def limits(self) -> status.Limits:
-        s = self.settings
-        return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
-
-
 def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """A Kubernetes Event on the TrainingRun (kopf posts it in the background)."""
     kopf.event(cast(kopf.Body, tr), type=type_, reason=reason, message=message[:1024])
-
-
-CRASH_POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
-
-
-def _crash_point(ctx: Context, point: str) -> None:
-    """Restart tests: die here, as abruptly as a SIGKILLed pod, when KTO_CRASH_AT names this point."""
-    if point in ctx.settings.crash_at:
-        logger.warning("KTO_CRASH_AT=%s: killing the operator process", point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _key(namespace: str, name: str) -> str:
@@ -207,20 +153,27 @@ def ensure_started(ctx: Context, namespace: str, name: str, attempt: int = 0) ->
         except jobs.InvalidSpec as exc:
             _finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
             return
-        ids = _run_ids(tr)
-        if not ids.get("runId"):
-            if not _ensure_run(ctx, tr, attempt):
+        fresh_run = False
+        if not _run_ids(tr).get("runId"):
+            created = _ensure_run(ctx, tr, attempt)
+            if created is None:
                 return
-            ids = _run_ids(tr)
-        if not tr["status"].get("jobName"):
+            fresh_run = created
+        ids = _run_ids(tr)
+        resumed = bool(tr["status"].get("jobName"))
+        if not resumed:
             # A new Job has no pod yet: its watch events bring the next update.
             _ensure_job(ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]), _uri(ctx, tr)))
-        else:
+        # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
+        # them as arguments). After a restart only the missing ones are logged.
+        _log_params(ctx, tr, attempt, fresh=fresh_run)
+        if resumed:
             _follow(ctx, tr, with_progress=False)  # operator restart: catch up with what happened
 
 
-def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool:
-    """Find or create the MLflow run and record it; False when the run can never start."""
+def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool | None:
+    """Find or create the MLflow run and record it: True if created now, False if found, None when the
+    run can never start (Failed)."""
     meta, spec = tr["metadata"], tr["spec"]
     if ctx.platform_gate is not None:
         waiting = ctx.platform_gate(meta["namespace"])
@@ -229,9 +182,14 @@ def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool:
             raise kopf.TemporaryError(waiting, delay=PLATFORM_DELAY)
     tags = naming.run_tags(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
                            job=naming.job_name(meta["name"]), image=spec["image"])
+    # An empty status means no attempt was ever made, so no run can exist: skip the search. The status is
+    # written before the create, so any later attempt (after a crash or a timeout) searches first.
+    never_tried = not tr["status"]
+    if never_tried:
+        _write(ctx, tr, status.PENDING, "CreatingRun", "creating the MLflow run")
     try:
-        run = ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"], tags,
-                                     jobs.validate_parameters(spec.get("parameters") or {}))
+        run, created = ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"], tags,
+                                              search=not never_tried)
     except MlflowUnavailable as exc:
         ctx.metrics.mlflow_errors.inc()
         delay = ctx.settings.retry_delay(attempt)
@@ -239,12 +197,26 @@ def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool:
         raise kopf.TemporaryError(str(exc), delay=delay) from exc
     except TrackingError as exc:
         _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
-        return False
-    _crash_point(ctx, "run-created")
+        return None
+    crash_point(ctx, "run-created")
     _write(ctx, tr, status.PENDING, "RunCreated", f"MLflow run {run.run_id} ready",
            mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
-    _crash_point(ctx, "run-recorded")
-    return True
+    crash_point(ctx, "run-recorded")
+    return created
+
+
+def _log_params(ctx: Context, tr: dict[str, Any], attempt: int, *, fresh: bool) -> None:
+    params = jobs.validate_parameters(tr["spec"].get("parameters") or {})
+    if not params:
+        return
+    try:
+        ctx.tracker.log_params(_uri(ctx, tr), str(_run_ids(tr)["runId"]), params, fresh=fresh)
+    except MlflowUnavailable as exc:
+        ctx.metrics.mlflow_errors.inc()
+        raise kopf.TemporaryError(f"log params: {exc}", delay=ctx.settings.retry_delay(attempt)) from exc
+    except TrackingError as exc:
+        # E.g. the trainer logged one first with another text: its value stands; the run goes on.
+        _event(tr, "Warning", "ParamsNotLogged", str(exc))
 
 
 def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
@@ -255,14 +227,14 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
     except JobConflict as exc:
         _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
-    _crash_point(ctx, "job-created")
+    crash_point(ctx, "job-created")
     name = manifest["metadata"]["name"]
     if created:
         submitted = status.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
     _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
-    _crash_point(ctx, "job-recorded")
+    crash_point(ctx, "job-recorded")
 
 
 def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:

@@ -149,34 +149,38 @@ class Tracker:
             return None
         return self.find_run(uri, str(found.experiment_id), uid)
 
-    def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str],
-                   params: Mapping[str, str]) -> RunInfo:
-        """The TrainingRun's run: found by its UID tag, else created with its tags; params logged once."""
+    def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str], *,
+                   search: bool = True) -> tuple[RunInfo, bool]:
+        """(the TrainingRun's run, whether this call created it): found by its UID tag, else created with
+        its tags. `search=False` skips the look-up, for a caller that knows no attempt was ever made."""
         experiment_id = self.experiment_id(uri, experiment)
-        found = self.find_run(uri, experiment_id, uid)
+        found = self.find_run(uri, experiment_id, uid) if search else None
+        if found is not None:
+            return found, False
+        try:
+            with _mapped_errors("create run"):
+                # Tags travel with the create call: a run is never visible without its UID tag.
+                run = self.client(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        except TrackingError:
+            # Perhaps the cached experiment was deleted meanwhile: look again (recreated, or a clear
+            # "deleted" error) before reporting anything.
+            self.forget_experiment(uri, experiment)
+            if self.experiment_id(uri, experiment) == experiment_id:
+                raise
+            return self.ensure_run(uri, experiment, uid, run_name, tags, search=search)
+        return RunInfo(run.info.run_id, experiment_id, run.info.status), True
+
+    def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
+        """Log the params the run lacks (`fresh`: the run was just created, it lacks all of them)."""
         client = self.client(uri)
-        if found is None:
-            try:
-                with _mapped_errors("create run"):
-                    # Tags travel with the create call: a run is never visible without its UID tag.
-                    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-            except TrackingError:
-                # Perhaps the cached experiment was deleted meanwhile: look again (recreated, or a clear
-                # "deleted" error) before reporting anything.
-                self.forget_experiment(uri, experiment)
-                if self.experiment_id(uri, experiment) == experiment_id:
-                    raise
-                return self.ensure_run(uri, experiment, uid, run_name, tags, params)
-            found = RunInfo(run.info.run_id, experiment_id, run.info.status)
-            logged: dict[str, str] = {}
-        else:
+        logged: dict[str, str] = {}
+        if not fresh:
             with _mapped_errors("read run"):
-                logged = dict(client.get_run(found.run_id).data.params)
+                logged = dict(client.get_run(run_id).data.params)
         missing = [Param(k, v) for k, v in params.items() if k not in logged]
         if missing:
             with _mapped_errors("log params"):
-                client.log_batch(found.run_id, params=missing)
-        return found
+                client.log_batch(run_id, params=missing)
 
     def status(self, uri: str, run_id: str) -> str:
         with _mapped_errors("read run status"):

@@ -22,36 +22,47 @@ def tracker() -> Tracker:
 
 
 def test_ensure_run_is_idempotent(tracker: Tracker, uri: str) -> None:
-    first = tracker.ensure_run(uri, "exp-a", UID, "run", TAGS, {"epochs": "3"})
+    first, created = tracker.ensure_run(uri, "exp-a", UID, "run", TAGS)
+    assert created is True
     # A fresh Tracker (a restarted operator) finds the same run by its UID tag.
-    again = Tracker().ensure_run(uri, "exp-a", UID, "run", TAGS, {"epochs": "3"})
+    again, created = Tracker().ensure_run(uri, "exp-a", UID, "run", TAGS)
+    assert created is False
     assert again.run_id == first.run_id and again.experiment_id == first.experiment_id
     assert first.status == "RUNNING"
     run = tracker.client(uri).get_run(first.run_id)
     assert run.data.tags[naming.TAG_UID] == UID and run.data.tags[naming.TAG_JOB] == "run"
-    assert run.data.params == {"epochs": "3"}
     assert tracker.lookup_run(uri, "exp-a", UID) == again
     assert tracker.lookup_run(uri, "no-such-experiment", UID) is None
 
 
-def test_params_completed_after_a_partial_attempt(tracker: Tracker, uri: str) -> None:
+def test_without_search_a_second_run_would_be_created(tracker: Tracker, uri: str) -> None:
+    # Why the operator only skips the search when the status proves no earlier attempt.
+    uid = "aaaaaaaa-0000-0000-0000-000000000009"
+    first, _ = tracker.ensure_run(uri, "exp-s", uid, "r", {naming.TAG_UID: uid}, search=False)
+    second, created = tracker.ensure_run(uri, "exp-s", uid, "r", {naming.TAG_UID: uid}, search=False)
+    assert created and second.run_id != first.run_id
+
+
+def test_params_logged_once_and_completed(tracker: Tracker, uri: str) -> None:
     uid = "aaaaaaaa-0000-0000-0000-000000000001"
-    experiment_id = tracker.experiment_id(uri, "exp-b")
-    run = tracker.client(uri).create_run(experiment_id, tags={naming.TAG_UID: uid})  # crashed before params
-    found = tracker.ensure_run(uri, "exp-b", uid, "r", {naming.TAG_UID: uid}, {"a": "1", "b": "2"})
-    assert found.run_id == run.info.run_id
-    assert tracker.client(uri).get_run(run.info.run_id).data.params == {"a": "1", "b": "2"}
+    run, _ = tracker.ensure_run(uri, "exp-b", uid, "r", {naming.TAG_UID: uid})
+    tracker.log_params(uri, run.run_id, {"a": "1"}, fresh=True)
+    tracker.log_params(uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # after a restart: the missing one
+    tracker.log_params(uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # nothing left to log
+    assert tracker.client(uri).get_run(run.run_id).data.params == {"a": "1", "b": "2"}
+    with pytest.raises(TrackingError):  # MLflow refuses another text for a logged param
+        tracker.log_params(uri, run.run_id, {"a": "2"}, fresh=True)
 
 
 def test_terminate_only_an_active_run(tracker: Tracker, uri: str) -> None:
-    run = tracker.ensure_run(uri, "exp-c", "aaaaaaaa-0000-0000-0000-000000000002", "r", {}, {})
+    run, _ = tracker.ensure_run(uri, "exp-c", "aaaaaaaa-0000-0000-0000-000000000002", "r", {})
     assert tracker.terminate(uri, run.run_id, "FAILED") is True
     assert tracker.terminate(uri, run.run_id, "FINISHED") is False
     assert tracker.status(uri, run.run_id) == "FAILED"
 
 
 def test_metrics_and_epochs_done(tracker: Tracker, uri: str) -> None:
-    run = tracker.ensure_run(uri, "exp-d", "aaaaaaaa-0000-0000-0000-000000000003", "r", {}, {})
+    run, _ = tracker.ensure_run(uri, "exp-d", "aaaaaaaa-0000-0000-0000-000000000003", "r", {})
     client = tracker.client(uri)
     for step in range(4):
         client.log_metric(run.run_id, "loss", 1 / (step + 1), step=step)
@@ -63,11 +74,11 @@ def test_metrics_and_epochs_done(tracker: Tracker, uri: str) -> None:
 
 
 def test_register_once_per_run(tracker: Tracker, uri: str) -> None:
-    run = tracker.ensure_run(uri, "exp-e", "aaaaaaaa-0000-0000-0000-000000000004", "r", {}, {})
+    run, _ = tracker.ensure_run(uri, "exp-e", "aaaaaaaa-0000-0000-0000-000000000004", "r", {})
     rule = RegisterRule(name="cats", metric="test_accuracy", threshold=0.9)
     assert tracker.register(uri, run.run_id, run.experiment_id, rule) == "1"
     assert tracker.register(uri, run.run_id, run.experiment_id, rule) == "1"  # a retry adds nothing
-    other = tracker.ensure_run(uri, "exp-e", "aaaaaaaa-0000-0000-0000-000000000005", "r", {}, {})
+    other, _ = tracker.ensure_run(uri, "exp-e", "aaaaaaaa-0000-0000-0000-000000000005", "r", {})
     assert tracker.register(uri, other.run_id, other.experiment_id, rule) == "2"
 
 
@@ -76,7 +87,7 @@ def test_deleted_experiment_is_a_tracking_error(tracker: Tracker, uri: str) -> N
     tracker.client(uri).delete_experiment(experiment_id)
     # The cached id is stale: the create fails, the fresh look-up explains why.
     with pytest.raises(TrackingError, match="deleted"):
-        tracker.ensure_run(uri, "exp-gone", "aaaaaaaa-0000-0000-0000-000000000006", "r", {}, {})
+        tracker.ensure_run(uri, "exp-gone", "aaaaaaaa-0000-0000-0000-000000000006", "r", {})
 
 
 def test_unreachable_server_is_unavailable(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:

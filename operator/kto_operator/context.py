@@ -1,0 +1,69 @@
+"""The operator's long-lived state, shared by every handler through kopf's memo."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import naming, status
+from .concurrency import Coalescer, KeyedLocks
+from .kube import Kube
+from .metrics import Metrics
+from .settings import OperatorSettings
+from .tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+# From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
+# storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
+# them as active and wakes the platform.
+PlatformGate = Callable[[str], "str | None"]
+
+
+@dataclasses.dataclass
+class Context:
+    """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    tracker: Tracker
+    metrics: Metrics
+    locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
+    coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
+    platform_gate: PlatformGate | None = None
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    # Last Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
+    # can be gone before it is read, but its final state was in the event.
+    last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def remember_job(self, job: Mapping[str, Any]) -> None:
+        uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
+        if uid:
+            with self._jobs_lock:
+                self.last_jobs[uid] = dict(job)
+
+    def last_job(self, uid: str, forget: bool = False) -> dict[str, Any] | None:
+        with self._jobs_lock:
+            return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
+
+    @property
+    def limits(self) -> status.Limits:
+        s = self.settings
+        return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
+
+
+CRASH_POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
+
+
+def crash_point(ctx: Context, point: str) -> None:
+    """Restart tests: die here, as abruptly as a SIGKILLed pod, when KTO_CRASH_AT names this point."""
+    if point in ctx.settings.crash_at:
+        logger.warning("KTO_CRASH_AT=%s: killing the operator process", point)
+        os.kill(os.getpid(), signal.SIGKILL)
