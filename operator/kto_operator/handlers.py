@@ -19,12 +19,17 @@ from . import naming, reconcile
 from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings, SettingsError
-from .status import TERMINAL_PHASES
+from .status import RUNNING, TERMINAL_PHASES
 from .tracking import Tracker
 
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
-# Resync and progress period of a non-final run. Between ticks, Job and pod events drive the updates.
+# Progress and resync period of a Running run. Between ticks, Job and pod events drive the updates.
 FOLLOW_INTERVAL = 5.0
+# Resync period of a run whose Job exists but whose trainer is not running yet: its Job and pod events
+# drive it; the resync only catches a missed event and times the image-pull fail-fast. Slower than
+# FOLLOW_INTERVAL because such runs pile up in a burst (1,000 pending runs ticking every 5 s were 600
+# API requests per second, starving the Job creations of the burst itself).
+RESYNC_INTERVAL = 15.0
 POWER_GATE = "kto_operator.power.gate"
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
@@ -106,8 +111,14 @@ def _ctx(memo: Any, namespace: str | None) -> tuple[reconcile.Context, str]:
     return ctx, namespace
 
 
-def _active(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in TERMINAL_PHASES
+def _running(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") == RUNNING
+
+
+def _waiting(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """A Job exists (or a cancel waits for MLflow) and the trainer does not run: Pending, or ended and
+    waiting for MLflow to record it. Other runs without a Job are the start handler's (kopf retries it)."""
+    return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
 
 
 @kopf.on.resume(*TR)
@@ -134,10 +145,16 @@ def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.B
     reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
 
 
-@kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_active)
+@kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_running)
 def tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Progress from MLflow, and a resync in case a Job or pod event was missed."""
     reconcile.follow(*_ctx(memo, namespace), name, with_progress=True)
+
+
+@kopf.timer(*TR, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, when=_waiting)
+def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A Pending run with a Job: catch a missed event, fail an image that never pulls."""
+    reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
 
 
 def _owner_name(meta: kopf.Meta) -> str | None:
