@@ -95,24 +95,29 @@ def _pod_logs(bed: Any, ns: str) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.skipif(_mariadb() is None, reason="needs Debian's mariadb-server (apt-get install -y mariadb-server)")
-def test_platform_comes_up_on_the_bed_and_tracks_a_run(bed: Any, namespace: str, tmp_path: Path) -> None:
-    import boto3
-    import mlflow
-    import pymysql
+needs_mariadb = pytest.mark.skipif(_mariadb() is None,
+                                   reason="needs Debian's mariadb-server (apt-get install -y mariadb-server)")
 
+
+def bring_up(bed: Any, namespace: str, tmp_path: Path, entry: str = "platform/bed"
+             ) -> tuple[dict[str, str], tuple[int, int, int, int]]:
+    """The platform from `entry` (on free ports) Ready in a restricted namespace: (secrets, ports)."""
     label_restricted(bed, namespace)
     if not _agent_maps_platform_images(bed, namespace):
         pytest.skip("the running node agent predates the platform image rules: restart the bed (make bed-down bed)")
     manifests = workspace(bed.repo, tmp_path / "ws")
+    if entry == "platform/bed-auth":  # the bed overlay plus the openshift overlay's MLflow basic auth
+        (manifests / entry).mkdir()
+        (manifests / entry / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": ["../bed"], "components": ["../components/mlflow-auth"]}))
     secrets = dict(line.split("=", 1) for line in (manifests / "platform/secrets/secrets.env").read_text().splitlines()
                    if line and not line.startswith("#"))
-    mysql_port, minio_port, console_port, mlflow_port = _free_ports(4)
-    docs = with_ports(render(bed, manifests, "platform/bed"), mysql_port, minio_port, console_port, mlflow_port)
+    ports = _free_ports(4)
+    docs = with_ports(render(bed, manifests, entry), *ports)
     assert {d["kind"] for d in of_kind(docs, "StatefulSet", "Deployment")} == {"StatefulSet", "Deployment"}
     applied = bed.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=False)
     assert applied.returncode == 0 and "PodSecurity" not in applied.stderr, applied.stderr
-
     started = time.monotonic()
     try:
         wait_for(lambda: _ready(bed, namespace), 240, "MySQL, MinIO and MLflow Ready", interval=1)
@@ -120,6 +125,16 @@ def test_platform_comes_up_on_the_bed_and_tracks_a_run(bed: Any, namespace: str,
         print(_pod_logs(bed, namespace))
         raise
     print(f"platform Ready in {time.monotonic() - started:.1f} s")
+    return secrets, (ports[0], ports[1], ports[2], ports[3])
+
+
+@needs_mariadb
+def test_platform_comes_up_on_the_bed_and_tracks_a_run(bed: Any, namespace: str, tmp_path: Path) -> None:
+    import boto3
+    import mlflow
+    import pymysql
+
+    secrets, (mysql_port, minio_port, _console, mlflow_port) = bring_up(bed, namespace, tmp_path)
 
     # MLflow on MySQL, artifacts proxied to MinIO.
     uri = f"http://127.0.0.1:{mlflow_port}"
@@ -160,3 +175,26 @@ def test_platform_comes_up_on_the_bed_and_tracks_a_run(bed: Any, namespace: str,
 
     wait_for(replaced, 180, "a new Ready MLflow pod", interval=1)
     assert mlflow.MlflowClient(uri).get_run(run.info.run_id).data.params == {"epochs": "4"}
+
+
+@needs_mariadb
+def test_mlflow_basic_auth_component(bed: Any, namespace: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The openshift overlay's MLflow login (components/mlflow-auth) on the bed: anonymous requests are
+    refused, the admin from the kto-platform Secret (what the operator and trainers use) gets in."""
+    import mlflow
+    import requests
+
+    secrets, (_mysql, _minio, _console, mlflow_port) = bring_up(bed, namespace, tmp_path, "platform/bed-auth")
+    uri = f"http://127.0.0.1:{mlflow_port}"
+    search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, timeout=10).status_code == 401
+    admin = (secrets["MLFLOW_TRACKING_USERNAME"], secrets["MLFLOW_TRACKING_PASSWORD"])
+    assert requests.get(search, auth=(admin[0], "wrong-password"), timeout=10).status_code == 401
+    assert requests.get(search, auth=admin, timeout=10).status_code == 200
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+    tracking = mlflow.MlflowClient(uri)
+    run = tracking.create_run(tracking.create_experiment(f"auth-{uuid.uuid4().hex[:6]}"))
+    tracking.log_metric(run.info.run_id, "accuracy", 0.5)
+    assert tracking.get_run(run.info.run_id).data.metrics == {"accuracy": 0.5}

@@ -4,9 +4,10 @@ MLflow upgrade, does nothing when current), create the buckets, and (when basic 
 config. Runs with the MLflow image's Python (mlflow, boto3 inside).
 
 Environment: KTO_MYSQL_HOST, KTO_MYSQL_PORT, KTO_S3_ENDPOINT, KTO_ARTIFACT_BUCKET, KTO_DATASET_BUCKET,
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_BACKEND_STORE_URI; optional KTO_MLFLOW_AUTH_CONFIG (path of the
-auth .ini to write) and KTO_PREPARE_TIMEOUT (seconds, default 600). Exit 1 on failure: the kubelet restarts
-the init container with back-off, and MLflow never starts against a missing database or bucket.
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_BACKEND_STORE_URI; optional KTO_MLFLOW_AUTH_CONFIG (path of
+the auth .ini to write) with KTO_MLFLOW_AUTH_DB (its users' SQLite file), and KTO_PREPARE_TIMEOUT (seconds,
+default 600). Exit 1 on failure: the kubelet restarts the init container with back-off, and MLflow never starts
+against a missing database or bucket.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 PLACEHOLDER = "change-me"
-SECRET_KEYS = ("MYSQL_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD")
+SECRET_KEYS = ("MYSQL_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
+               "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
 class PrepareError(RuntimeError):
@@ -99,8 +101,8 @@ def upgrade_database(uri: str) -> None:
 
 
 def auth_config(database_uri: str) -> str:
-    """MLflow basic-auth settings: users in the backend database, read-only by default. The admin user
-    comes from MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD (the platform Secret), not from this file."""
+    """MLflow basic-auth settings: read-only by default for non-admin users. The admin user comes from
+    MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD (the platform Secret), not from this file."""
     config = configparser.ConfigParser(interpolation=None)
     config["mlflow"] = {
         "default_permission": "READ",
@@ -139,7 +141,9 @@ def run(env: Mapping[str, str]) -> None:
     print(f"prepare: buckets {', '.join(buckets)} present (created: {', '.join(created) or 'none'})", flush=True)
     auth_path = env.get("KTO_MLFLOW_AUTH_CONFIG")
     if auth_path:
-        write_private(auth_path, auth_config(env["MLFLOW_BACKEND_STORE_URI"]))
+        # Users in their own SQLite file (KTO_MLFLOW_AUTH_DB, in the pod): MLflow's auth tables cannot share
+        # the tracking database (their constraint names collide with the tracking schema's in MySQL).
+        write_private(auth_path, auth_config(f"sqlite:///{env['KTO_MLFLOW_AUTH_DB']}"))
         print(f"prepare: MLflow auth config written to {auth_path}", flush=True)
 
 
