@@ -30,10 +30,13 @@ class Mounts:
     table: tuple[tuple[str, str], ...]
 
     def rewrite(self, text: str) -> str:
-        for mount, host in self.table:
-            pattern = re.compile(r"(^|(?<=[=:,]))" + re.escape(mount.rstrip("/")) + r"(?=/|$|[,:])")
-            text = pattern.sub(host.replace("\\", "\\\\"), text)
-        return text
+        """One pass over all mounts (longest first), so a replaced path is never rewritten again."""
+        if not self.table:
+            return text
+        hosts = {mount.rstrip("/") or "/": host for mount, host in self.table}
+        alternatives = "|".join(re.escape(m) for m in sorted(hosts, key=len, reverse=True))
+        pattern = re.compile(r"(?:^|(?<=[=:,]))(" + alternatives + r")(?=/|$|[,:])")
+        return pattern.sub(lambda m: hosts[m.group(1)], text)
 
 
 def _write_items(target: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None) -> None:

@@ -89,3 +89,11 @@ def test_mount_rewrite_only_at_path_boundaries():
     assert mounts.rewrite("--dir=/data") == "--dir=/host/vol"
     assert mounts.rewrite("/database") == "/database"
     assert mounts.rewrite("s3:/data") == "s3:/host/vol"
+
+
+def test_mount_rewrite_never_rewrites_a_replaced_path():
+    # /tmp is mounted too, and the first mount's host folder itself lives under /tmp.
+    mounts = Mounts((("/scripts", "/tmp/bed/vol/scripts"), ("/tmp", "/tmp/bed/vol/tmp")))
+    assert mounts.rewrite("/scripts/prepare.py") == "/tmp/bed/vol/scripts/prepare.py"
+    assert mounts.rewrite("/tmp/x") == "/tmp/bed/vol/tmp/x"
+    assert mounts.rewrite("--a=/scripts,/tmp") == "--a=/tmp/bed/vol/scripts,/tmp/bed/vol/tmp"
