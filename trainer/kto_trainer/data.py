@@ -1,4 +1,8 @@
-"""Step 3b: the tf.data input pipeline (list files, decode, resize, cache, shuffle, batch, prefetch)."""
+"""Step 3b: the tf.data input pipeline (list files, decode, resize, cache, shuffle, batch, prefetch).
+
+It yields raw RGB pixels, float32 in [0, 255]: the VGG16 preprocessing (RGB -> BGR, minus the ImageNet mean)
+is the model's first layer (`model.vgg16_preprocess_layer`), so a saved model takes the same raw pixels.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ import tensorflow as tf
 
 from .errors import DatasetError
 
-# VGG16 "caffe" preprocessing: RGB -> BGR, minus the ImageNet mean of each BGR channel, no scaling.
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 SHUFFLE_BUFFER = 4096
 
@@ -41,18 +43,8 @@ def decode_resize(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def to_bgr(images: tf.Tensor) -> tf.Tensor:
-    return tf.reverse(images, axis=[-1])
-
-
-def center_bgr(images: tf.Tensor) -> tf.Tensor:
-    """uint8 BGR -> float32 minus the ImageNet mean. bias_add: the fast path for a per-channel offset."""
-    return tf.nn.bias_add(tf.cast(images, tf.float32), -tf.constant(IMAGENET_BGR_MEAN, dtype=tf.float32))
-
-
-def vgg16_preprocess(images: tf.Tensor) -> tf.Tensor:
-    """Same as keras.applications.vgg16.preprocess_input, on uint8 RGB tensors of any leading shape."""
-    return center_bgr(to_bgr(images))
+def to_float(images: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.cast(images, tf.float32), label
 
 
 def make_dataset(
@@ -66,11 +58,10 @@ def make_dataset(
     cache: bool = True,
 ) -> tf.data.Dataset:
     files = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, dtype=np.int32)))
-    # Everything that does not change between epochs (decode, resize, RGB->BGR) runs once, per image, in
-    # parallel, and is cached as uint8 (a quarter of float32's memory); each epoch then only shuffles,
-    # batches and centres whole batches.
+    # Decode and resize run once per image, in parallel, and are cached as uint8 raw pixels (a quarter of
+    # float32's memory); each epoch then only shuffles, batches and casts whole batches to float32.
     dataset = files.map(
-        lambda path, label: (to_bgr(decode_resize(tf.io.read_file(path), image_size)), label),
+        lambda path, label: (decode_resize(tf.io.read_file(path), image_size), label),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -80,7 +71,7 @@ def make_dataset(
         buffer = min(len(paths), SHUFFLE_BUFFER)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda images, label: (center_bgr(images), label), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -94,9 +85,9 @@ def split_dataset(
 
 
 def load_image(contents: bytes, image_size: int) -> np.ndarray:
-    """One encoded image -> a preprocessed batch of one, exactly as the training pipeline does it."""
+    """One encoded image -> a float32 batch of one of raw RGB pixels, exactly as the training pipeline gives."""
     try:
         image = decode_resize(tf.constant(contents), image_size)
     except (tf.errors.InvalidArgumentError, ValueError) as error:
         raise DatasetError(f"cannot decode image: {error.__class__.__name__}") from None
-    return np.asarray(vgg16_preprocess(image[tf.newaxis, ...]))
+    return np.asarray(tf.cast(image[tf.newaxis, ...], tf.float32))

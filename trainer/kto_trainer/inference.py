@@ -54,6 +54,7 @@ class Inference:
                 contents = Path(image).read_bytes()
             except OSError as error:
                 raise DatasetError(f"cannot read image {image}: {error.strerror}") from None
+        # Raw RGB pixels: the model's first layer does the VGG16 preprocessing.
         batch = load_image(contents, self.image_size)
         probabilities = np.asarray(self.model.predict_on_batch(batch))[0]
         best = int(np.argmax(probabilities))

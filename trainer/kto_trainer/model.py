@@ -1,4 +1,7 @@
-"""Step 3: VGG16 base (frozen) + Dropout/Flatten/Dense(64)/Dense(n_classes, softmax) head.
+"""Step 3: VGG16 preprocessing layer + VGG16 base (frozen) + Dropout/Flatten/Dense(64)/Dense(n, softmax) head.
+
+The model takes raw RGB pixels in [0, 255]: its first layer does what keras.applications.vgg16.preprocess_input
+does (RGB -> BGR, minus the ImageNet mean), so a saved or MLflow-logged model needs no preprocessing code.
 
 The course put a sigmoid output under `SparseCategoricalCrossentropy(from_logits=True)`: the loss then
 re-applied a softmax to probabilities. Here the output is a softmax and the loss takes probabilities.
@@ -11,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from .config import WEIGHTS_IMAGENET, WEIGHTS_NONE
 from .errors import ConfigError
@@ -18,6 +22,9 @@ from .s3io import ObjectStore, parse_s3_url
 
 # The file Keras itself would download for VGG16(include_top=False, weights="imagenet").
 IMAGENET_NOTOP_FILENAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# VGG16 "caffe" preprocessing: RGB -> BGR, minus the ImageNet mean of each BGR channel, no scaling.
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+PREPROCESS_LAYER_NAME = "vgg16_preprocess"
 
 
 def keras_cache_weights() -> Path:
@@ -62,6 +69,19 @@ def resolve_weights(
     return path
 
 
+def vgg16_preprocess_layer(name: str = PREPROCESS_LAYER_NAME) -> keras.layers.Dense:
+    """A frozen Dense(3) on the channel axis equal to vgg16.preprocess_input, per pixel.
+
+    kernel[i, j] = 1 where output channel j (B, G, R) is input channel i (R, G, B); bias = -mean. A built-in
+    layer (not a Lambda or a custom class) so the model saves and loads with safe_mode and without our code.
+    """
+    layer = keras.layers.Dense(3, kernel_initializer="zeros", bias_initializer="zeros", trainable=False, name=name)
+    layer.build((None, 3))
+    rgb_to_bgr = np.ascontiguousarray(np.eye(3, dtype=np.float32)[::-1])
+    layer.set_weights([rgb_to_bgr, -np.asarray(IMAGENET_BGR_MEAN, dtype=np.float32)])
+    return layer
+
+
 def build_model(
     n_classes: int, image_size: int, weights_path: Path | None = None, learning_rate: float = 1e-3
 ) -> keras.Model:
@@ -75,13 +95,21 @@ def build_model(
         )
     except (ValueError, OSError) as error:
         raise ConfigError(f"cannot load VGG16 weights from {weights_path}: {error}") from None
-    for layer in base.layers:
-        layer.trainable = False
-    features = keras.layers.Dropout(0.2)(base.output)
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="rgb_pixels")
+    features = vgg16_preprocess_layer()(inputs)
+    # VGG16 is a plain chain: a fresh copy of each of its layers (same name, config and loaded weights) is
+    # applied after the preprocessing layer, so the model stays flat (block1_conv1 ... block5_pool at the top
+    # level, as before) and each layer has this one graph (`layer.output` is this model's tensor).
+    for layer in base.layers[1:]:
+        copy = type(layer).from_config(layer.get_config())
+        features = copy(features)
+        copy.set_weights(layer.get_weights())
+        copy.trainable = False
+    features = keras.layers.Dropout(0.2)(features)
     features = keras.layers.Flatten()(features)
     features = keras.layers.Dense(64, activation="relu", kernel_initializer="he_uniform")(features)
     probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(features)
-    model = keras.Model(inputs=base.inputs, outputs=probabilities, name="vgg16_transfer")
+    model = keras.Model(inputs=inputs, outputs=probabilities, name="vgg16_transfer")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, name="adam"),  # stable param name
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),

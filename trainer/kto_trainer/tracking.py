@@ -140,7 +140,8 @@ def log_keras_model(
         metadata={
             "classes": list(classes),
             "image_size": image_size,
-            "input": "RGB image resized to image_size, VGG16 caffe preprocessing (BGR minus ImageNet mean)",
+            # The model's first layer does the VGG16 preprocessing: callers send raw pixels.
+            "input": "raw RGB pixels, float32 in [0, 255], image resized to image_size x image_size",
         },
     )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)

@@ -30,7 +30,9 @@ def test_predicts_a_label_and_probabilities(saved_model: Path, tmp_path: Path) -
     assert set(prediction.probabilities) == {"cat", "dog", "other"}
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert prediction.label == max(prediction.probabilities, key=prediction.probabilities.__getitem__)
-    expected = inference.model.predict_on_batch(load_image(image.read_bytes(), 32))[0]
+    batch = load_image(image.read_bytes(), 32)
+    np.testing.assert_array_equal(batch[0, 5, 5], [200.0, 30.0, 30.0])  # raw RGB pixels go to the model
+    expected = inference.model.predict_on_batch(batch)[0]
     np.testing.assert_allclose(list(prediction.probabilities.values()), expected, rtol=1e-5)
     assert inference.predict(image.read_bytes()) == prediction
 

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 from kto_trainer.errors import ConfigError
-from kto_trainer.model import IMAGENET_NOTOP_FILENAME, build_model, resolve_weights
+from kto_trainer.model import (
+    IMAGENET_NOTOP_FILENAME,
+    PREPROCESS_LAYER_NAME,
+    build_model,
+    resolve_weights,
+    vgg16_preprocess_layer,
+)
 from kto_trainer.s3io import DirStore
 
 
@@ -16,13 +22,66 @@ def test_head_softmax_and_frozen_base() -> None:
     assert model.layers[-1].activation is keras.activations.softmax
     assert [type(layer).__name__ for layer in model.layers[-4:]] == ["Dropout", "Flatten", "Dense", "Dense"]
     assert model.layers[-2].units == 64
-    # Only the head trains: two Dense layers, kernel + bias each.
+    # Only the head trains: two Dense layers, kernel + bias each (the preprocessing Dense is frozen).
     assert len(model.trainable_weights) == 4
     assert all(not layer.trainable for layer in model.layers if layer.name.startswith("block"))
     assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
     assert model.loss.get_config()["from_logits"] is False
     probabilities = model.predict_on_batch(np.zeros((2, 32, 32, 3), dtype=np.float32))
     np.testing.assert_allclose(np.sum(probabilities, axis=1), 1.0, rtol=1e-5)
+
+
+def random_pixels(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Raw RGB pixels, float32 in [0, 255], not only integers."""
+    return np.random.default_rng(seed).uniform(0.0, 255.0, size=shape).astype(np.float32)
+
+
+def test_preprocess_layer_matches_keras_vgg16_preprocess_input() -> None:
+    images = random_pixels((4, 16, 16, 3))
+    expected = keras.applications.vgg16.preprocess_input(images.copy())
+    got = np.asarray(vgg16_preprocess_layer()(images))
+    assert got.shape == images.shape
+    assert np.max(np.abs(got - expected)) < 1e-3
+
+
+def test_model_starts_with_the_frozen_preprocess_layer() -> None:
+    model = build_model(3, 32)
+    layer = model.layers[1]
+    assert layer.name == PREPROCESS_LAYER_NAME and type(layer) is keras.layers.Dense
+    assert not layer.trainable and layer.units == 3
+    assert model.layers[2].name == "block1_conv1"
+    assert model.input_shape == (None, 32, 32, 3)
+    images = random_pixels((2, 32, 32, 3), seed=1)
+    preprocessed = keras.Model(model.inputs, layer.output)
+    expected = keras.applications.vgg16.preprocess_input(images.copy())
+    assert np.max(np.abs(np.asarray(preprocessed.predict_on_batch(images)) - expected)) < 1e-3
+
+
+def test_model_on_raw_pixels_equals_vgg16_on_preprocessed_pixels(tmp_path: Path) -> None:
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_notop.weights.h5"
+    base.save_weights(path)
+    model = build_model(2, 32, weights_path=path)
+    features = keras.Model(model.inputs, model.get_layer("block5_pool").output)
+    images = random_pixels((2, 32, 32, 3), seed=2)
+    expected = base.predict_on_batch(keras.applications.vgg16.preprocess_input(images.copy()))
+    np.testing.assert_allclose(features.predict_on_batch(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_saved_model_loads_in_safe_mode_with_builtin_layers_only(tmp_path: Path) -> None:
+    model = build_model(3, 32)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # safe_mode=True by default: refuses Lambda layers
+    assert {type(layer).__module__.split(".")[0] for layer in loaded.layers} == {"keras"}
+    assert not any(type(layer).__name__ == "Lambda" for layer in loaded.layers)
+    layer = loaded.get_layer(PREPROCESS_LAYER_NAME)
+    assert not layer.trainable and len(loaded.trainable_weights) == 4
+    kernel, bias = layer.get_weights()
+    np.testing.assert_array_equal(kernel, np.eye(3)[::-1])
+    np.testing.assert_allclose(bias, [-103.939, -116.779, -123.68], rtol=1e-7)
+    images = random_pixels((2, 32, 32, 3), seed=3)
+    np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), rtol=1e-5)
 
 
 def test_needs_two_classes() -> None:

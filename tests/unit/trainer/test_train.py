@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import mlflow
 import numpy as np
 import pytest
@@ -67,10 +68,16 @@ def test_train_continues_the_operator_run_and_logs_everything(
     info = mlflow.models.get_model_info(model_uri)
     assert "keras" in info.flavors
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "float32"
+    assert info.metadata["input"].startswith("raw RGB pixels")
     loaded = mlflow.keras.load_model(model_uri)
-    probabilities = loaded.predict(np.zeros((2, 32, 32, 3), dtype=np.float32), verbose=0)
+    assert loaded.layers[1].name == "vgg16_preprocess"  # the VGG16 preprocessing travels with the model
+    raw = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
+    probabilities = loaded.predict(raw, verbose=0)
     assert probabilities.shape == (2, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    local = keras.models.load_model(work / "model/final_model.keras")
+    np.testing.assert_allclose(local.predict(raw, verbose=0), probabilities, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(
