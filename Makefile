@@ -40,8 +40,8 @@ operator: bed
 	  $(PY) -m kto_operator $(if $(NAMESPACE),--namespace $(NAMESPACE),--all-namespaces)
 
 lint: venv
-	$(VENV)/bin/ruff check bed operator trainer tests bench
-	$(VENV)/bin/mypy bed/kto_bed operator/kto_operator trainer/kto_trainer
+	$(VENV)/bin/ruff check bed operator trainer tests bench demo manifests
+	$(VENV)/bin/mypy bed/kto_bed operator/kto_operator trainer/kto_trainer manifests/platform/base/prepare.py
 
 demo: venv build
 	$(PY) -m kto_bed.demo
