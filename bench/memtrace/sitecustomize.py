@@ -1,0 +1,38 @@
+"""Loaded by every Python process started with `PYTHONPATH=bench/memtrace` (bench_operator_memory.py
+--tracemalloc does that for the operator only). With KTO_TRACEMALLOC_OUT set: tracemalloc on from the
+first import, and SIGUSR1 writes the biggest allocation sites (by file and line, with a short traceback)
+to that file. A diagnosis aid: it slows the process and inflates its RSS, so figures come from runs
+without it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tracemalloc
+from types import FrameType
+
+_OUT = os.environ.get("KTO_TRACEMALLOC_OUT")
+
+
+def _dump(_signum: int, _frame: FrameType | None) -> None:
+    if not _OUT:
+        return
+    snapshot = tracemalloc.take_snapshot().filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")])
+    lines = [f"traced now {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB"]
+    for title, key in (("by line", "lineno"), ("by file", "filename")):
+        lines.append(f"-- top 25 {title} --")
+        for stat in snapshot.statistics(key)[:25]:
+            frame = stat.traceback[0]
+            lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:8d} blocks  {frame.filename}:{frame.lineno}")
+    lines.append("-- top 10 tracebacks --")
+    for stat in snapshot.statistics("traceback")[:10]:
+        lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:8d} blocks")
+        lines.extend(f"      {line}" for line in stat.traceback.format(limit=8))
+    with open(_OUT, "a") as out:
+        out.write("\n".join(lines) + "\n\n")
+
+
+if _OUT:
+    tracemalloc.start(8)
+    signal.signal(signal.SIGUSR1, _dump)
