@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
+from pathlib import Path
+
+import psutil
 
 from . import controlplane, procs, services
 from .controlplane import Ports, wait
@@ -74,10 +78,25 @@ def up(paths: BedPaths, ports: Ports) -> None:
     print(f"bed ready in {time.monotonic() - t0:.1f} s — state in {paths.root}; `. {paths.env_file}` to use it")
 
 
+def _held(paths: BedPaths, name: str) -> Path:
+    return paths.pids / f"{name}.held"
+
+
+def held_down(paths: BedPaths, name: str) -> bool:
+    """Stopped on purpose by a live fault-injection test (which starts it again). Another test session
+    that saw the bed "down" meanwhile would start the bed over it, then stop the whole bed at its end."""
+    try:
+        return psutil.pid_exists(int(_held(paths, name).read_text()))
+    except (OSError, ValueError):
+        return False
+
+
 def stop_component(paths: BedPaths, name: str) -> None:
     """Stop one daemon (chaos tests: apiserver restarts, MLflow outages)."""
     if name not in ORDER_DOWN:
         raise ValueError(f"unknown bed component {name!r}; one of {', '.join(ORDER_DOWN)}")
+    paths.pids.mkdir(parents=True, exist_ok=True)
+    _held(paths, name).write_text(str(os.getpid()))
     procs.stop(paths, name)
 
 
@@ -94,6 +113,7 @@ def start_component(paths: BedPaths, ports: Ports, name: str) -> None:
         "node-agent": lambda: _start_agent(paths),
     }
     starters[name]()
+    _held(paths, name).unlink(missing_ok=True)
 
 
 def _start_agent(paths: BedPaths) -> None:
@@ -103,6 +123,8 @@ def _start_agent(paths: BedPaths) -> None:
 
 def down(paths: BedPaths) -> int:
     left = procs.stop_everything(paths, ORDER_DOWN)
+    for held in paths.pids.glob("*.held") if paths.pids.exists() else ():
+        held.unlink(missing_ok=True)
     if left:
         print(f"warning: {left} bed processes still alive", file=sys.stderr)
         return 1
@@ -111,7 +133,9 @@ def down(paths: BedPaths) -> int:
 
 
 def status_quiet(paths: BedPaths) -> bool:
-    return all(procs.is_running(paths, name) for name in ORDER_DOWN) and paths.env_file.exists()
+    """Up: every daemon runs, or is held down for a moment by a fault-injection test."""
+    return all(procs.is_running(paths, name) or held_down(paths, name) for name in ORDER_DOWN) \
+        and paths.env_file.exists()
 
 
 def status(paths: BedPaths) -> int:
