@@ -82,6 +82,21 @@ def vgg16_preprocess_layer(name: str = PREPROCESS_LAYER_NAME) -> keras.layers.De
     return layer
 
 
+def _frozen_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new, frozen layer with `layer`'s config; its weights are set from `layer` once it is built.
+
+    Constant initializers: a random one would draw from the seeded random state for values overwritten at
+    once, and shift the head's seeded initial weights and dropout masks (training would differ from a model
+    built without the preprocessing layer).
+    """
+    config = layer.get_config()
+    for key in ("kernel_initializer", "bias_initializer"):
+        if key in config:
+            config[key] = "zeros"
+    config["trainable"] = False
+    return type(layer).from_config(config)
+
+
 def build_model(
     n_classes: int, image_size: int, weights_path: Path | None = None, learning_rate: float = 1e-3
 ) -> keras.Model:
@@ -101,10 +116,9 @@ def build_model(
     # applied after the preprocessing layer, so the model stays flat (block1_conv1 ... block5_pool at the top
     # level, as before) and each layer has this one graph (`layer.output` is this model's tensor).
     for layer in base.layers[1:]:
-        copy = type(layer).from_config(layer.get_config())
+        copy = _frozen_copy(layer)
         features = copy(features)
         copy.set_weights(layer.get_weights())
-        copy.trainable = False
     features = keras.layers.Dropout(0.2)(features)
     features = keras.layers.Flatten()(features)
     features = keras.layers.Dense(64, activation="relu", kernel_initializer="he_uniform")(features)

@@ -68,6 +68,23 @@ def test_model_on_raw_pixels_equals_vgg16_on_preprocessed_pixels(tmp_path: Path)
     np.testing.assert_allclose(features.predict_on_batch(images), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_preprocess_layer_leaves_the_seeded_initial_head_unchanged() -> None:
+    # The same seed gives the same head as VGG16 + head without the preprocessing layer (its layer copies
+    # draw nothing from the seeded random state), so seeded training results do not move with it.
+    keras.utils.set_random_seed(7)
+    model = build_model(3, 32)
+    keras.utils.set_random_seed(7)
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    keras.layers.Dropout(0.2)
+    hidden = keras.layers.Dense(64, activation="relu", kernel_initializer="he_uniform")
+    hidden.build((None, 512))
+    output = keras.layers.Dense(3, activation="softmax")
+    output.build((None, 64))
+    np.testing.assert_array_equal(model.get_layer("block1_conv1").get_weights()[0], base.layers[1].get_weights()[0])
+    np.testing.assert_array_equal(model.layers[-2].get_weights()[0], hidden.get_weights()[0])
+    np.testing.assert_array_equal(model.layers[-1].get_weights()[0], output.get_weights()[0])
+
+
 def test_saved_model_loads_in_safe_mode_with_builtin_layers_only(tmp_path: Path) -> None:
     model = build_model(3, 32)
     path = tmp_path / "model.keras"
