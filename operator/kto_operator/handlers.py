@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import datetime
 import functools
 import importlib
 import importlib.util
@@ -178,6 +179,7 @@ def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> 
 
 
 @kopf.on.delete(*TR)
-def delete(namespace: str | None, name: str, retry: int, memo: Any, **_: Any) -> None:
-    """Stop the pods and mark the MLflow run KILLED; bounded retries, never a stuck finalizer."""
-    reconcile.finalize(*_ctx(memo, namespace), name, retry)
+def delete(namespace: str | None, name: str, retry: int, runtime: datetime.timedelta, memo: Any,
+           **_: Any) -> None:
+    """Stop the pods and mark the MLflow run KILLED; bounded in time, never a stuck finalizer."""
+    reconcile.finalize(*_ctx(memo, namespace), name, retry, runtime.total_seconds())

@@ -28,6 +28,7 @@ WARNING_REASONS = frozenset(
     | status.CONFIG_ERRORS
 )
 JOB_CONFLICT_DELAY = 5.0
+POD_STOP_DELAY = 1.0
 PLATFORM_DELAY = 5.0
 
 def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -318,7 +319,8 @@ def _progress_of(ctx: Context, tr: Mapping[str, Any], uri: str, run_id: str,
 
 
 def _cancel(ctx: Context, tr: dict[str, Any]) -> None:
-    """spec.cancel: stop the pods (Job deleted, pods removed in the background), MLflow KILLED."""
+    """spec.cancel: stop the pods (Job deleted, pods removed in the background), then MLflow KILLED and
+    phase Cancelled once no trainer runs any more (a trainer still starting could set RUNNING again)."""
     meta = tr["metadata"]
     job_name = naming.job_name(meta["name"])
     job = ctx.kube.get_job(meta["namespace"], job_name) if tr["status"].get("jobName") else None
@@ -326,7 +328,12 @@ def _cancel(ctx: Context, tr: dict[str, Any]) -> None:
         _follow(ctx, tr, with_progress=False)  # too late to cancel: record how the run really ended
         return
     if ctx.kube.delete_job(meta["namespace"], job_name, meta["uid"]):
-        _event(tr, "Normal", reason="JobDeleted", message=f"Job {job_name} deleted (cancel)")
+        _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted (cancel)")
+    live = _live_pods(ctx, tr)
+    if live:
+        # Pod deletion events (and the timer) bring us back here.
+        _write(ctx, tr, _phase(tr) or status.PENDING, "Cancelling", f"stopping pod {', '.join(live)}")
+        return
     if not _run_ids(tr).get("runId"):
         _adopt_run(ctx, tr)
     _finish(ctx, tr, status.CANCELLED, "Cancelled", "cancelled (spec.cancel: true)")
@@ -344,9 +351,9 @@ def _adopt_run(ctx: Context, tr: dict[str, Any]) -> None:
         tr["status"]["mlflow"] = {"runId": run.run_id, "experimentId": run.experiment_id}
 
 
-def finalize(ctx: Context, namespace: str, name: str, attempt: int) -> None:
-    """Deletion: stop the pods and mark the MLflow run KILLED. With MLflow down, retry a few times, then
-    let the object go anyway (a finalizer must never keep a namespace from being deleted)."""
+def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapsed: float) -> None:
+    """Deletion: stop the pods, then mark the MLflow run KILLED (not before: a trainer still starting could
+    set it RUNNING again). Retried until settings.delete_timeout, then the object goes anyway."""
     key = _key(namespace, name)
     with ctx.locks.hold(key):
         tr = ctx.kube.get_run(namespace, name)
@@ -354,7 +361,10 @@ def finalize(ctx: Context, namespace: str, name: str, attempt: int) -> None:
             return
         tr.setdefault("status", {})
         meta = tr["metadata"]
+        left = ctx.settings.delete_timeout - elapsed
         ctx.kube.delete_job(namespace, naming.job_name(name), meta["uid"])
+        if _live_pods(ctx, tr) and left > 0:
+            raise kopf.TemporaryError("waiting for the trainer pods to stop", delay=POD_STOP_DELAY)
         if _phase(tr) not in status.TERMINAL_PHASES:
             try:
                 run_id = _run_ids(tr).get("runId")
@@ -365,15 +375,23 @@ def finalize(ctx: Context, namespace: str, name: str, attempt: int) -> None:
                     ctx.tracker.terminate(_uri(ctx, tr), str(run_id), "KILLED")
             except MlflowUnavailable as exc:
                 ctx.metrics.mlflow_errors.inc()
-                if attempt < ctx.settings.delete_retries:
-                    raise kopf.TemporaryError(str(exc), delay=ctx.settings.retry_delay(attempt)) from exc
-                _event(tr, "Warning", reason="MlflowUnavailable",
-                          message=f"MLflow unreachable after {attempt + 1} tries; its run is left as is: {exc}")
+                if left > 0:
+                    delay = min(ctx.settings.retry_delay(attempt), max(left, 1.0))
+                    raise kopf.TemporaryError(str(exc), delay=delay) from exc
+                _event(tr, "Warning", "MlflowUnavailable",
+                       f"MLflow unreachable for {elapsed:.0f}s; its run is left as is: {exc}")
             except TrackingError as exc:
-                _event(tr, "Warning", reason="MlflowError", message=str(exc))
+                _event(tr, "Warning", "MlflowError", str(exc))
         ctx.metrics.set_phase(meta["uid"], None)
         ctx.last_job(meta["uid"], forget=True)
     ctx.locks.forget(key)
+
+
+def _live_pods(ctx: Context, tr: Mapping[str, Any]) -> list[str]:
+    """Names of the run's pods whose trainer may still be running (neither Succeeded nor Failed)."""
+    meta = tr["metadata"]
+    return [p["metadata"]["name"] for p in ctx.kube.list_pods(meta["namespace"], meta["uid"])
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
 
 def seen(ctx: Context, tr: Mapping[str, Any]) -> None:

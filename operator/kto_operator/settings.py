@@ -32,8 +32,9 @@ class OperatorSettings:
     # First and largest delay between retries while MLflow is unreachable.
     mlflow_retry_delay: float = 5.0
     mlflow_retry_max_delay: float = 60.0
-    # Tries of the MLflow clean-up when a TrainingRun is deleted, before the finalizer is let go anyway.
-    delete_retries: int = 5
+    # Seconds a deleted TrainingRun's finalizer waits for its pods to stop and for MLflow to take the KILLED
+    # status; then it lets go anyway (a finalizer must never keep a namespace from being deleted).
+    delete_timeout: float = 120.0
     # MLflow client: seconds per HTTP request and retries inside one call. Small, so that an MLflow outage
     # turns into a quick MlflowUnavailable instead of a thread blocked for minutes in MLflow's own backoff.
     mlflow_http_timeout: int = 10
@@ -70,7 +71,7 @@ class OperatorSettings:
             follow_interval=_float(env, "KTO_FOLLOW_INTERVAL", cls.follow_interval, minimum=0.5),
             mlflow_retry_delay=_float(env, "KTO_MLFLOW_RETRY_DELAY", cls.mlflow_retry_delay, minimum=0.1),
             mlflow_retry_max_delay=_float(env, "KTO_MLFLOW_RETRY_MAX_DELAY", cls.mlflow_retry_max_delay, 0.1),
-            delete_retries=_int(env, "KTO_DELETE_RETRIES", cls.delete_retries, minimum=0),
+            delete_timeout=_float(env, "KTO_DELETE_TIMEOUT", cls.delete_timeout),
             mlflow_http_timeout=_int(env, "KTO_MLFLOW_HTTP_TIMEOUT", cls.mlflow_http_timeout, minimum=1),
             mlflow_http_retries=_int(env, "KTO_MLFLOW_HTTP_RETRIES", cls.mlflow_http_retries, minimum=0),
             max_workers=_int(env, "KTO_MAX_WORKERS", cls.max_workers, minimum=1),

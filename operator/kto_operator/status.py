@@ -175,7 +175,9 @@ def _observe_pod(pod: Mapping[str, Any], now: datetime.datetime, limits: Limits)
     return Observation(PENDING, str(reason or "PodPending"), f"pod {name} is starting")
 
 
-FINAL_JOB_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+# FailureTarget is not final for us: the Job controller sets it, then stops the pods, then sets Failed.
+# Reporting the failure only then means no trainer is left to touch the MLflow run afterwards.
+FINAL_JOB_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed")
 
 
 def job_finished(job: Mapping[str, Any]) -> bool:
@@ -191,9 +193,11 @@ def observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: date
     for kind in ("Complete", "SuccessCriteriaMet"):
         if kind in conditions:
             return Observation(SUCCEEDED, "Completed", "the trainer finished successfully", start_time=start)
-    for kind in ("Failed", "FailureTarget"):
-        if kind in conditions:
-            return dataclasses.replace(_job_failure(job, conditions[kind], pods, limits), start_time=start)
+    if "Failed" in conditions:
+        return dataclasses.replace(_job_failure(job, conditions["Failed"], pods, limits), start_time=start)
+    if "FailureTarget" in conditions:
+        why = conditions["FailureTarget"].get("reason") or "the Job failed"
+        return Observation(RUNNING, "Stopping", f"{why}: waiting for the trainer pod to stop", start_time=start)
     if "Suspended" in conditions:
         return Observation(PENDING, "Suspended", "the Job is suspended")
     newest = _newest_first(pods)

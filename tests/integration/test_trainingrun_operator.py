@@ -164,7 +164,7 @@ def test_delete_while_running(operator: Operator, runs: Runs, mlflow_uri: str) -
     run_id = st["mlflow"]["runId"]
     wait_for(lambda: runs.pods("doomed"), 30, "the trainer pod")
     runs.delete("doomed")
-    wait_for(lambda: runs.get("doomed") is None, 30, "the TrainingRun gone (no stuck finalizer)")
+    wait_for(lambda: runs.get("doomed") is None, 60, "the TrainingRun gone (no stuck finalizer)")
     wait_for(lambda: not runs.jobs() and not runs.pods("doomed"), 60, "the Job and its pods gone")
     assert mlflow_run(mlflow_uri, run_id).info.status == "KILLED"
 
@@ -226,7 +226,7 @@ def test_invalid_parameter_fails_the_run(operator: Operator, runs: Runs) -> None
 
 def test_mlflow_down_then_up(bed: Any, namespace: str, trainingrun_crd: None, tmp_path: Path, runs: Runs) -> None:
     server = MlflowServer(tmp_path / "mlflow")
-    op = Operator(bed, namespace, tmp_path, env={"KTO_MLFLOW_TRACKING_URI": server.uri, "KTO_DELETE_RETRIES": "2",
+    op = Operator(bed, namespace, tmp_path, env={"KTO_MLFLOW_TRACKING_URI": server.uri, "KTO_DELETE_TIMEOUT": "15",
                                                   "KTO_MLFLOW_RETRY_DELAY": "1", "KTO_MLFLOW_RETRY_MAX_DELAY": "4"})
     try:
         op.start()

@@ -27,14 +27,14 @@ def test_values_from_env() -> None:
         "KTO_MLFLOW_UI_URL": "https://mlflow.apps.example.com/",
         "KTO_METRICS_PORT": "0",
         "KTO_FAIL_FAST_SECONDS": "5",
-        "KTO_DELETE_RETRIES": "2",
+        "KTO_DELETE_TIMEOUT": "20",
         "KTO_MAX_WORKERS": "4",
         "KTO_DEFAULT_SERVICE_ACCOUNT": "trainer",
     }, namespace="team-a")
     assert settings.tracking_uri == "http://mlflow.ns.svc:5000"
     assert settings.ui_base == "https://mlflow.apps.example.com"
     assert settings.namespace == "team-a"
-    assert (settings.metrics_port, settings.fail_fast_seconds, settings.delete_retries) == (0, 5.0, 2)
+    assert (settings.metrics_port, settings.fail_fast_seconds, settings.delete_timeout) == (0, 5.0, 20.0)
     assert settings.max_workers == 4
     assert settings.default_service_account == "trainer"
 

@@ -74,7 +74,9 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]], str, str]] = [
     ("success criteria met", job(("SuccessCriteriaMet", "CompletionsReached")), [], "Succeeded", "Completed"),
     ("exit code", job(("Failed", "BackoffLimitExceeded")), [pod(terminated(3, message=LOG), phase="Failed")],
      "Failed", "ExitCode"),
-    ("failure target first", job(("FailureTarget", "BackoffLimitExceeded")),
+    ("failure target first: pod still stopping", job(("FailureTarget", "DeadlineExceeded")), [pod(RUNNING)],
+     "Running", "Stopping"),
+    ("failure target then failed", job(("FailureTarget", "BackoffLimitExceeded"), ("Failed", "BackoffLimitExceeded")),
      [pod(terminated(1, message=LOG), phase="Failed")], "Failed", "ExitCode"),
     ("oom", job(("Failed", "BackoffLimitExceeded")),
      [pod(terminated(137, "OOMKilled"), phase="Failed", memory="64Mi")], "Failed", "OOMKilled"),
@@ -179,6 +181,6 @@ def test_primary_metric(metrics: dict[str, float], preferred: str | None, expect
 
 @pytest.mark.parametrize(("conditions", "finished"), [
     ((), False), ((("Complete", ""),), True), ((("Failed", "DeadlineExceeded"),), True),
-    ((("FailureTarget", "x"),), True), ((("Suspended", "x"),), False)])
+    ((("FailureTarget", "x"),), False), ((("Suspended", "x"),), False)])
 def test_job_finished(conditions: tuple[tuple[str, str], ...], finished: bool) -> None:
     assert status.job_finished(job(*conditions)) is finished
