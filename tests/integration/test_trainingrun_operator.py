@@ -325,6 +325,11 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("bad memory quantity", {"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
     ("registerModel without threshold", {"registerModel": {"name": "m", "metric": "acc"}}, "threshold"),
     ("cancel not a boolean", {"cancel": "yes"}, "spec.cancel"),
+    ("image with a space", {"image": "kto trainer:1"}, "spec.image"),
+    ("service account not a DNS name", {"serviceAccountName": "Bad_Name"}, "spec.serviceAccountName"),
+    ("S3 secret not a DNS name", {"s3": {"credentialsSecret": "S3 creds"}}, "spec.s3.credentialsSecret"),
+    ("env secret key with a slash",
+     {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a/b"}}}]}, "secretKeyRef.key"),
 ]
 
 
