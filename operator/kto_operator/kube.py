@@ -18,6 +18,19 @@ class JobConflict(RuntimeError):
     the same name whose Job the garbage collector has not removed yet)."""
 
 
+class JobRejected(ValueError):
+    """The API server refused the Job as invalid (422): the TrainingRun asks for something its CRD schema
+    lets through but a Job cannot hold (an image with spaces, an env name that is no identifier, a bad
+    label key in nodeSelector). Retrying cannot help."""
+
+
+def _message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except ValueError:
+        return str(err.reason)
+
+
 def _json(resp: Any) -> Any:
     return json.loads(resp.data)
 
@@ -74,6 +87,8 @@ class Kube:
             _done(self.batch.create_namespaced_job(namespace, dict(manifest), _preload_content=False))
             return True
         except ApiException as err:
+            if err.status == 422:
+                raise JobRejected(_message(err)) from err
             if err.status != 409:
                 raise
         existing = self.get_job(namespace, name)

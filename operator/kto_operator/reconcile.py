@@ -14,7 +14,7 @@ import kopf
 
 from . import jobs, naming, status
 from .context import Context, PlatformGate, crash_point
-from .kube import JobConflict
+from .kube import JobConflict, JobRejected
 from .tracking import MlflowUnavailable, RegisterRule, RunInfo, TrackingError
 
 __all__ = ["Context", "PlatformGate", "ensure_started", "finalize", "follow", "seen"]
@@ -162,9 +162,10 @@ def ensure_started(ctx: Context, namespace: str, name: str, attempt: int = 0) ->
             fresh_run = created
         ids = _run_ids(tr)
         resumed = bool(tr["status"].get("jobName"))
-        if not resumed:
-            # A new Job has no pod yet: its watch events bring the next update.
-            _ensure_job(ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]), _uri(ctx, tr)))
+        # A new Job has no pod yet: its watch events bring the next update.
+        if not resumed and not _ensure_job(ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]),
+                                                                   _uri(ctx, tr))):
+            return
         # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
         # them as arguments). After a restart only the missing ones are logged.
         _log_params(ctx, tr, attempt, fresh=fresh_run)
@@ -220,7 +221,8 @@ def _log_params(ctx: Context, tr: dict[str, Any], attempt: int, *, fresh: bool) 
         _event(tr, "Warning", "ParamsNotLogged", str(exc))
 
 
-def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
+def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> bool:
+    """Create (or find) the Job; False when the API server refuses it for good (the run Failed)."""
     meta = tr["metadata"]
     manifest = jobs.build_job(tr, ctx.settings, ids)
     try:
@@ -228,6 +230,13 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
     except JobConflict as exc:
         _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
+    except JobRejected as exc:
+        # Found by the fuzzed-spec test: retried forever before, with a traceback each time.
+        if not _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}"):
+            # MLflow unreachable: no timer follows a run without a Job, so the start handler tries again.
+            raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
+                from exc
+        return False
     crash_point(ctx, "job-created")
     name = manifest["metadata"]["name"]
     if created:
@@ -236,6 +245,7 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> None:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
     _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
     crash_point(ctx, "job-recorded")
+    return True
 
 
 def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:

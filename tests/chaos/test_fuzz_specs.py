@@ -28,85 +28,110 @@ GROUP, VERSION = "kto.dev", "v1alpha1"
 HANDLED_TIMEOUT_S = 45
 
 # --- strategies ------------------------------------------------------------------------------------------
+# Each spec is drawn valid per the CRD (so that most reach the operator), and half of them get one field
+# replaced by something hostile (so that the API server's validation is fuzzed too). "Valid per the CRD"
+# still leaves plenty that the API server refuses later, when the operator creates the Job (an image with
+# spaces, an env name that is not an identifier, a label key with a '!'): the operator must cope.
 texts = st.text(max_size=24)
-names = st.one_of(st.sampled_from(["a", "s3-creds", "x" * 253, "Bad_Name", "-x", ""]), texts)
+names = st.one_of(st.sampled_from(["a", "s3-creds", "x" * 253, "Bad_Name", "-x"]), texts)
 numbers = st.one_of(st.integers(-3, 3), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                     st.sampled_from([0.8, 0.1, 0.5, 1e-9, 2**63]))
 scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
 anything = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
                         max_leaves=6)
-quantities = st.one_of(st.sampled_from(["1", "500m", "1Gi", "0", "-1", "1e3", "lots", "1.5Ki"]), st.integers(-2, 10**6),
-                       texts)
-param_keys = st.one_of(st.sampled_from(["split_ratio_train", "split_ratio_evaluate", "split_ratio_test", "batch_size",
-                                        "epochs", "working_dir", "model_filename", "model_plot_filename", "lr",
-                                        "x y", "--a", "é", "a" * 260]), texts)
-parameters = st.dictionaries(param_keys, st.one_of(numbers, texts, st.booleans(), anything), max_size=6)
-env_vars = st.lists(st.fixed_dictionaries(
-    {"name": st.one_of(st.sampled_from(["A", "MLFLOW_RUN_ID", "AWS_ACCESS_KEY_ID", "PATH", "1X"]), texts)},
-    optional={"value": texts, "valueFrom": st.one_of(
-        st.fixed_dictionaries({"secretKeyRef": st.fixed_dictionaries({"name": names, "key": names})}),
-        st.fixed_dictionaries({"fieldRef": st.fixed_dictionaries({"fieldPath": st.sampled_from(
-            ["metadata.name", "status.podIP", "spec.nope", ""])})}),
-        anything)}), max_size=4)
+
+
+def _spec(required: dict[str, st.SearchStrategy[Any]], optional: dict[str, st.SearchStrategy[Any]],
+          hostile: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    base = st.fixed_dictionaries(required, optional=optional)
+
+    def mutate(spec: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.sampled_from(sorted(hostile)).flatmap(lambda key: hostile[key].map(lambda v: {**spec, key: v}))
+
+    return st.one_of(base, base.flatmap(mutate))
+
+
+quantities = st.sampled_from(["1", "500m", "1Gi", "0", "1e3", "1.5Ki", "128Mi"])
+ratios = st.sampled_from([{"split_ratio_train": 0.8, "split_ratio_evaluate": 0.1, "split_ratio_test": 0.1},
+                          {"split_ratio_train": 0.6, "split_ratio_evaluate": 0.2, "split_ratio_test": 0.2}, {}])
+known_parameters = st.fixed_dictionaries({}, optional={
+    "batch_size": st.integers(1, 2**31), "epochs": st.integers(1, 2**31), "working_dir": texts,
+    "model_filename": texts, "model_plot_filename": texts})
+extra_parameters = st.dictionaries(st.one_of(st.sampled_from(["lr", "x y", "--a", "é", "a" * 260, "dropout"]), texts),
+                                   st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), texts,
+                                             st.booleans(), anything), max_size=3)
+parameters = st.builds(lambda r, k, e: {**e, **k, **r}, ratios, known_parameters, extra_parameters)
+env_vars = st.lists(st.one_of(
+    st.fixed_dictionaries({"name": st.one_of(st.sampled_from(["A", "PATH", "AWS_ACCESS_KEY_ID", "1X"]),
+                                             st.text(min_size=1, max_size=20)), "value": texts}),
+    st.fixed_dictionaries({"name": st.just("S"), "valueFrom": st.fixed_dictionaries(
+        {"secretKeyRef": st.fixed_dictionaries({"name": names, "key": names})})}),
+    st.fixed_dictionaries({"name": st.just("F"), "valueFrom": st.fixed_dictionaries({"fieldRef": st.fixed_dictionaries(
+        {"fieldPath": st.sampled_from(["metadata.name", "status.podIP", "spec.nope", "x"])})})})), max_size=4)
 tolerations = st.lists(st.fixed_dictionaries({}, optional={
-    "key": texts, "operator": st.sampled_from(["Exists", "Equal", "Maybe"]), "value": texts,
-    "effect": st.sampled_from(["NoSchedule", "NoExecute", "Sometimes"]), "tolerationSeconds": numbers}), max_size=3)
+    "key": texts, "operator": st.sampled_from(["Exists", "Equal"]), "value": st.text(max_size=20),
+    "effect": st.sampled_from(["NoSchedule", "NoExecute", "PreferNoSchedule"]),
+    "tolerationSeconds": st.integers(-10, 10**6)}), max_size=3)
 
 
 def trainingrun_specs(tracking_uri: str) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {"image": st.one_of(st.sampled_from(["kto-standin-trainer:1", "python:3.11", "registry.invalid/x:1", "",
-                                             "UPPER/case:tag", "a" * 600]), texts),
-         "experiment": st.one_of(st.sampled_from(["fuzz", "fuzz/åäö", "fuzz " * 60, ""]), texts)},
-        optional={
-            "command": st.lists(texts, max_size=4),
-            "parameters": parameters,
-            "resources": st.fixed_dictionaries({}, optional={
-                "limits": st.dictionaries(st.sampled_from(["cpu", "memory", "nvidia.com/gpu", "bad key"]),
-                                          quantities, max_size=3),
-                "requests": st.dictionaries(st.sampled_from(["cpu", "memory"]), quantities, max_size=2)}),
-            "env": env_vars,
-            "s3": st.fixed_dictionaries({}, optional={
-                "endpoint": st.one_of(st.sampled_from(["http://127.0.0.1:9", "minio:9000"]), texts),
-                "credentialsSecret": names}),
-            "mlflow": st.fixed_dictionaries({}, optional={
-                "trackingUri": st.sampled_from([tracking_uri, "http://127.0.0.1:9", "ftp://x", "", "http://"]),
-                "credentialsSecret": names}),
-            "backoffLimit": numbers,
-            "activeDeadlineSeconds": numbers,
-            "ttlSecondsAfterFinished": numbers,
-            "cancel": st.one_of(st.booleans(), texts),
-            "registerModel": st.fixed_dictionaries({}, optional={
-                "name": names, "metric": names, "threshold": numbers, "greaterIsBetter": st.booleans(),
-                "artifactPath": texts}),
-            "nodeSelector": st.dictionaries(st.one_of(st.sampled_from(["kubernetes.io/os", "bad key!", "a/b/c"]),
-                                                      texts), texts, max_size=2),
-            "tolerations": tolerations,
-            "serviceAccountName": names,
-            "unknownField": anything,
-        })
+    valid: dict[str, st.SearchStrategy[Any]] = {
+        "command": st.lists(texts, max_size=4),
+        "parameters": parameters,
+        "resources": st.fixed_dictionaries({}, optional={
+            "limits": st.dictionaries(st.sampled_from(["cpu", "memory", "nvidia.com/gpu", "bad key"]), quantities,
+                                      max_size=3),
+            "requests": st.dictionaries(st.sampled_from(["cpu", "memory"]), quantities, max_size=2)}),
+        "env": env_vars,
+        "s3": st.fixed_dictionaries({}, optional={
+            "endpoint": st.sampled_from(["http://127.0.0.1:9", "https://s3.example.com", "http://x y"]),
+            "credentialsSecret": names}),
+        "mlflow": st.fixed_dictionaries({}, optional={
+            "trackingUri": st.sampled_from([tracking_uri, "http://127.0.0.1:9"]), "credentialsSecret": names}),
+        "backoffLimit": st.integers(0, 10),
+        "activeDeadlineSeconds": st.integers(1, 2**40),
+        "ttlSecondsAfterFinished": st.integers(0, 2**31),
+        "cancel": st.booleans(),
+        "registerModel": st.fixed_dictionaries(
+            {"name": st.text(min_size=1, max_size=40), "metric": st.text(min_size=1, max_size=40),
+             "threshold": st.floats(allow_nan=False, allow_infinity=False)},
+            optional={"greaterIsBetter": st.booleans(), "artifactPath": texts}),
+        "nodeSelector": st.dictionaries(st.one_of(st.sampled_from(["kubernetes.io/os", "bad key!", "a/b/c"]),
+                                                  st.text(max_size=20)), st.text(max_size=20), max_size=2),
+        "tolerations": tolerations,
+        "serviceAccountName": names,
+    }
+    hostile = {key: anything for key in [*valid, "image", "experiment", "unknownField"]}
+    hostile["mlflow"] = st.fixed_dictionaries({"trackingUri": st.sampled_from(["ftp://x", "", "http://", "file:"])})
+    return _spec({"image": st.one_of(st.sampled_from(["kto-standin-trainer:1", "python:3.11", "registry.invalid/x:1",
+                                                      "UPPER/case:tag", " spaced ", "a" * 512]),
+                                     st.text(min_size=1, max_size=40)),
+                  "experiment": st.one_of(st.sampled_from(["fuzz", "fuzz/åäö", "fuzz " * 50]),
+                                          st.text(min_size=1, max_size=40))},
+                 valid, hostile)
 
 
 crons = st.one_of(st.sampled_from(["0 8 * * 1-5", "*/5 * * * *", "0 20 * * *", "61 * * * *", "@daily", "* * *",
-                                   "0 0 31 2 *", "0 8 * * MON-FRI", ""]), texts)
+                                   "0 0 31 2 *", "0 8 * * MON-FRI", "0 0 29 2 *"]), st.text(max_size=30))
 selectors = st.fixed_dictionaries({}, optional={
-    "matchLabels": st.dictionaries(st.one_of(st.sampled_from(["app", "axa.com/dailyclean", "bad key!"]), texts),
-                                   texts, max_size=2),
+    "matchLabels": st.dictionaries(st.one_of(st.sampled_from(["app", "axa.com/dailyclean", "bad key!"]),
+                                             st.text(max_size=20)), st.text(max_size=20), max_size=2),
     "matchExpressions": st.lists(st.fixed_dictionaries(
-        {"key": st.one_of(st.just("app"), texts), "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist",
-                                                                               "Near"])},
-        optional={"values": st.lists(texts, max_size=3)}), max_size=2)})
-powerschedule_specs = st.fixed_dictionaries({}, optional={
-    "state": st.one_of(st.sampled_from(["on", "off", "On", ""]), texts),
+        {"key": st.one_of(st.just("app"), st.text(max_size=20)),
+         "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"])},
+        optional={"values": st.lists(st.text(max_size=20), max_size=3)}), max_size=2)})
+_power_valid: dict[str, st.SearchStrategy[Any]] = {
     "schedule": st.fixed_dictionaries({}, optional={
         "on": crons, "off": crons,
-        "timezone": st.one_of(st.sampled_from(["Europe/Paris", "UTC", "America/St_Johns", "Mars/Olympus", "",
-                                               "../../etc/passwd"]), texts)}),
-    "idleAfter": st.one_of(st.sampled_from(["30m", "1h", "1h30m", "0s", "90", "-5m", ""]), texts),
-    "wakeOnRun": st.one_of(st.booleans(), texts),
+        "timezone": st.one_of(st.sampled_from(["Europe/Paris", "UTC", "America/St_Johns", "Mars/Olympus",
+                                               "../../etc/passwd", "Etc/GMT+14"]), st.text(max_size=30))}),
+    "idleAfter": st.one_of(st.sampled_from(["30m", "1h", "1h30m", "0s", "90", "-5m", "999999h"]), st.text(max_size=20)),
+    "wakeOnRun": st.booleans(),
     "selector": selectors,
     "exclude": st.lists(selectors, max_size=2),
-})
+}
+powerschedule_specs = _spec({"state": st.sampled_from(["on", "off"])}, _power_valid,
+                            {key: anything for key in [*_power_valid, "state"]})
 
 
 # --- the check ---------------------------------------------------------------------------------------------
@@ -120,6 +145,7 @@ class Fuzz:
         self.log, self.handled = log, handled
         self.counter = itertools.count()
         self.accepted = self.rejected = 0
+        self.messages: list[str] = []
 
     def check(self, spec: dict[str, Any]) -> str | None:
         """Name of the created object, or None when the API server refused it (with a message)."""
@@ -132,6 +158,7 @@ class Fuzz:
             message = json.loads(err.body or "{}").get("message", "")
             assert message.strip(), f"rejected without a message: {err.body}"
             self.rejected += 1
+            self.messages.append(message)
             return None
         self.accepted += 1
         until(lambda: self.handled(name), HANDLED_TIMEOUT_S, f"the operator handling {name}: {json.dumps(spec)[:500]}")
@@ -172,7 +199,9 @@ def fuzz_crds(bed: Any) -> None:
 
 @pytest.fixture
 def tr_operator(bed: Any, no_pods: str, fuzz_crds: None, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(bed, no_pods, tmp_path).start()
+    # Runs pointing at the refused tracking URI are deleted at the end: no MLflow clean-up retries.
+    op = Operator(bed, no_pods, tmp_path, env={"KTO_DELETE_RETRIES": "0", "KTO_MLFLOW_RETRY_DELAY": "1",
+                                               "KTO_MLFLOW_RETRY_MAX_DELAY": "2"}).start()
     custom = client.CustomObjectsApi(bed.api())
     yield op
     try:  # delete the runs with the operator still there (its finalizer)
@@ -262,3 +291,19 @@ def test_strategies_draw_json_documents() -> None:
 
     roundtrip()
 
+
+
+@pytest.mark.integration
+def test_job_refused_by_the_api_server_fails_the_run(bed: Any, tr_operator: Operator, no_pods: str) -> None:
+    """Regression (found by the fuzz): a spec the CRD accepts but a Job cannot hold was retried forever,
+    with a traceback each time. Now: Failed, reason InvalidSpec, the API server's message, MLflow FAILED."""
+    from tests.integration.operator_fixtures import Runs, mlflow_client
+
+    runs = Runs(bed, no_pods)
+    runs.submit("bad-selector", nodeSelector={"bad key!": "x"}, parameters={"epochs": 1})
+    st_ = runs.wait_phase("bad-selector", ("Failed", "Succeeded"), 60)
+    assert (st_["phase"], st_["reason"]) == ("Failed", "InvalidSpec"), st_
+    assert "nodeSelector" in st_["message"] and "refused the trainer Job" in st_["message"]
+    assert not runs.jobs()
+    assert mlflow_client(bed.env["MLFLOW_TRACKING_URI"]).get_run(st_["mlflow"]["runId"]).info.status == "FAILED"
+    assert TRACEBACK not in tr_operator.log()
