@@ -66,6 +66,10 @@ def kopf_needs(text: str) -> set[Perm]:
             perms.add((group, resource, "patch"))
     if KOPF_EVENTS.search(text):
         perms.add(("", "events", "create"))
+    # A child with blockOwnerDeletion on its TrainingRun owner: OwnerReferencesPermissionEnforcement
+    # (on in OpenShift) requires `update` on the owner's finalizers subresource.
+    if '"blockOwnerDeletion": True' in text:
+        perms.add(("kto.dev", "trainingruns/finalizers", "update"))
     return perms
 
 
