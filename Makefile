@@ -43,6 +43,12 @@ lint: venv
 	$(VENV)/bin/ruff check bed operator trainer tests bench demo manifests
 	$(VENV)/bin/mypy bed/kto_bed operator/kto_operator trainer/kto_trainer manifests/platform/base/prepare.py
 
+bench: venv build
+	$(PY) bench/run_all.py $(if $(SOAK),--soak $(SOAK))
+
+chaos: venv build
+	$(PY) -m pytest -m chaos --timeout 1800 tests/chaos
+
 demo: venv build
 	$(PY) -m kto_bed.demo
 

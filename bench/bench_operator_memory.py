@@ -1,0 +1,191 @@
+"""Operator memory: RSS with 0, 100 and 1,000 TrainingRuns present, and RSS drift in a soak with runs churning.
+
+    .venv/bin/python bench/bench_operator_memory.py levels [--runs 100 1000] [--settle 30] [--tracemalloc]
+    .venv/bin/python bench/bench_operator_memory.py soak [--seconds 1800] [--in-flight 4]
+
+Needs the bed (`make bed`). The operator is `python -m kto_operator --namespace NS` (the integration tests'
+Operator); RSS is /proc/<pid>/status VmRSS in MB (10^6 bytes).
+
+levels: a namespace with a ResourceQuota of 0 pods (Jobs exist, no pod runs). RSS after the operator has
+  idled `--settle` seconds with 0 runs, then after each step up to `--runs` (every run has its Job, then
+  `--settle` seconds of resyncs). Target: <= 150 MB at 1,000. `--tracemalloc` also writes the operator's
+  biggest allocation sites at each level (bench/memtrace; slows it and inflates RSS: a diagnosis, not a
+  figure).
+soak: a namespace where pods run (trainers sleep 1 s); `--in-flight` runs at a time, each deleted once it
+  ended and replaced by a new one, for `--seconds`. RSS sampled every 10 s. Drift = median RSS of the last
+  10 % of the soak against the median of the first 10 % after a warm-up (the first 20 % of the soak, at
+  least 60 s: imports, caches and pools fill up). Target: < 10 % over 30 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from operator_bench_common import (
+    GROUP,
+    PLURAL,
+    RESULTS,
+    VERSION,
+    BenchNamespace,
+    JsonJobWatcher,
+    Operator,
+    apply_crds,
+    load_note,
+    open_bed,
+    poll,
+    rss_mb,
+    settle,
+    submit_runs,
+    tracebacks,
+    write_json,
+)
+
+TARGET_MB = 150.0
+DRIFT_TARGET = 0.10
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+MEMTRACE = Path(__file__).resolve().parent / "memtrace"
+
+
+def levels(bed: Any, steps: list[int], settle_s: float, trace: bool, out: Path) -> dict[str, Any]:
+    ns = BenchNamespace(bed, "bench-mem", no_pods=True)
+    experiment = f"bench-mem-{ns.name}"
+    env = {"PYTHONPATH": str(MEMTRACE), "KTO_TRACEMALLOC_OUT": str(out / "tracemalloc.txt")} if trace else {}
+    out.mkdir(parents=True, exist_ok=True)
+    op = Operator(bed, ns.name, out, env=env)
+    figures: dict[str, Any] = {"rss_mb": {}, "hwm_mb": {}}
+    try:
+        op.start()
+        assert op.proc is not None
+        watcher = JsonJobWatcher(bed.api(), ns.name)
+        watcher.start()
+        watcher.ready.wait(30)
+
+        def measure(level: int) -> None:
+            rss, hwm = settle(op, settle_s)
+            figures["rss_mb"][level], figures["hwm_mb"][level] = rss, hwm
+            print(f"  {level:5d} TrainingRuns: RSS {rss:6.1f} MB (peak so far {hwm:.1f} MB)", flush=True)
+            if trace:
+                assert op.proc is not None
+                op.proc.send_signal(signal.SIGUSR1)
+
+        measure(0)
+        present = 0
+        for level in steps:
+            names = [f"mem-{i:04d}" for i in range(present, level)]
+            submit_runs(ns.custom, ns.name, names, experiment, workers=8)
+            present = level
+            poll(lambda lvl=level: watcher.count() >= lvl or not op.alive(), 900, f"{level} Jobs", 0.5)
+            measure(level)
+        watcher.stop.set()
+        figures["operator_tracebacks"] = tracebacks(op.log())
+        rss = figures["rss_mb"]
+        top = max(steps)
+        figures["per_run_kb"] = round((rss[top] - rss[0]) * 1000 / top, 1)
+        return figures
+    finally:
+        op.stop()
+        ns.delete()
+
+
+def soak(bed: Any, seconds: float, in_flight: int, out: Path) -> dict[str, Any]:
+    ns = BenchNamespace(bed, "bench-soak", no_pods=False)
+    experiment = f"bench-soak-{ns.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    op = Operator(bed, ns.name, out)
+    samples: list[tuple[float, float]] = []
+    done = 0
+    counter = 0
+
+    def body(name: str, exp: str) -> dict[str, Any]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "metadata": {"name": name},
+                "spec": {"image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(1)"],
+                         "experiment": exp, "parameters": {"epochs": 1}}}
+
+    try:
+        op.start()
+        assert op.proc is not None
+        start = time.monotonic()
+        next_sample = start
+        while time.monotonic() - start < seconds:
+            assert op.alive(), f"operator died:\n{op.log()[-3000:]}"
+            items = ns.custom.list_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL)["items"]
+            live = 0
+            for item in items:
+                meta = item["metadata"]
+                if meta.get("deletionTimestamp"):
+                    continue
+                if (item.get("status") or {}).get("phase") in TERMINAL:
+                    ns.custom.delete_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL, meta["name"])
+                    done += 1
+                else:
+                    live += 1
+            names = [f"soak-{counter + i:05d}" for i in range(in_flight - live)]
+            counter += len(names)
+            submit_runs(ns.custom, ns.name, names, experiment, workers=4, body=body)
+            if time.monotonic() >= next_sample:
+                samples.append((time.monotonic() - start, rss_mb(op.proc.pid)[0]))
+                next_sample += 10
+                if len(samples) % 6 == 0:
+                    print(f"  {samples[-1][0]:6.0f} s: RSS {samples[-1][1]:.1f} MB, {done} runs done", flush=True)
+            time.sleep(1.0)  # churn pacing, not an assertion
+        warm = max(60.0, 0.2 * seconds)
+        after = [rss for t, rss in samples if t >= warm]
+        tenth = max(1, len(after) // 10)
+        base, end = statistics.median(after[:tenth]), statistics.median(after[-tenth:])
+        return {"seconds": seconds, "runs_done": done, "in_flight": in_flight, "warmup_s": warm,
+                "baseline_mb": base, "end_mb": end, "drift": round((end - base) / base, 4),
+                "max_mb": max(r for _, r in samples), "samples": samples,
+                "operator_tracebacks": tracebacks(op.log())}
+    finally:
+        op.stop()
+        ns.delete()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lv = sub.add_parser("levels", help="RSS at 0, 100, 1,000 TrainingRuns")
+    lv.add_argument("--runs", type=int, nargs="+", default=[100, 1000])
+    lv.add_argument("--settle", type=float, default=30.0)
+    lv.add_argument("--tracemalloc", action="store_true")
+    sk = sub.add_parser("soak", help="RSS drift with runs churning")
+    sk.add_argument("--seconds", type=float, default=1800.0)
+    sk.add_argument("--in-flight", type=int, default=4)
+    for p in (lv, sk):
+        p.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    bed = open_bed()
+    apply_crds(bed)
+    out = RESULTS / f"memory-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"operator memory, {args.command}; {load_note()}", flush=True)
+    if args.command == "levels":
+        figures = levels(bed, sorted(args.runs), args.settle, args.tracemalloc, out)
+        top = max(args.runs)
+        rss = figures["rss_mb"][top]
+        print(f"\nOperator RSS: {', '.join(f'{k} runs {v} MB' for k, v in figures['rss_mb'].items())}; "
+              f"{figures['per_run_kb']} kB per run")
+        verdict = "met" if rss <= TARGET_MB else "MISSED"
+        print(f"  at {top} TrainingRuns: {rss} MB (target <= {TARGET_MB:.0f} MB: {verdict})"
+              f"; tracebacks in its log: {figures['operator_tracebacks']}")
+    else:
+        figures = soak(bed, args.seconds, args.in_flight, out)
+        verdict = "met" if figures["drift"] < DRIFT_TARGET else "MISSED"
+        print(f"\nSoak {figures['seconds']:.0f} s, {figures['runs_done']} runs churned "
+              f"({figures['in_flight']} in flight): RSS {figures['baseline_mb']:.1f} MB after warm-up -> "
+              f"{figures['end_mb']:.1f} MB at the end, drift "
+              f"{100 * figures['drift']:+.1f} % (target < {100 * DRIFT_TARGET:.0f} %: {verdict}); "
+              f"max {figures['max_mb']:.1f} MB; tracebacks in its log: {figures['operator_tracebacks']}")
+    write_json(args.json, figures)
+    print(f"(operator log under {out}; {load_note()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
