@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import urllib3
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -120,7 +121,7 @@ class NodeAgent:
                 if exc.status in (404, 409):
                     break
                 log.warning("finalizing pod %s/%s (try %d): %s", ns, name, attempt + 1, exc.reason)
-            except OSError as exc:
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
                 log.warning("finalizing pod %s/%s (try %d): %s", ns, name, attempt + 1, exc)
             time.sleep(2 ** attempt)
         self.runners.pop(uid, None)
@@ -190,7 +191,7 @@ class NodeAgent:
                 self.sweep_deleted()
             except ApiException as exc:
                 log.warning("heartbeat failed: %s", exc.reason)
-            except OSError as exc:
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     def _renew_lease(self) -> None:
@@ -255,7 +256,8 @@ class NodeAgent:
                 else:
                     log.warning("pod watch: %s", exc.reason)
                     time.sleep(1)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
+                # The apiserver went away mid-stream (restart): list again and watch from there.
                 log.warning("pod watch broke: %s", exc)
                 rv = None
                 time.sleep(1)
@@ -267,7 +269,7 @@ class NodeAgent:
                 self._provision_once()
             except ApiException as exc:
                 log.warning("provisioner: %s", exc.reason)
-            except OSError as exc:
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
                 log.warning("provisioner: %s", exc)
 
     def _provision_once(self) -> None:

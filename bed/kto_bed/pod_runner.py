@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
+from kubernetes.client.rest import ApiException
+
 from .containers import ContainerRun, now_iso
 from .images import LiveImageMap, container_argv
 from .podenv import EnvError, Lookup, container_env
@@ -122,7 +125,7 @@ class PodRunner(threading.Thread):
         try:
             self.volumes = materialise(self.pod, self.dir, self.ctx.pvc_root, self.ctx.lookup, self.ctx.token)
             return True
-        except VolumeError as exc:
+        except (VolumeError, ApiException, urllib3.exceptions.HTTPError) as exc:
             for c in self.init + self.main:
                 c.fail_to_start("ContainerCreating", f"MountVolume.SetUp failed: {exc}")
             self._report()
@@ -145,6 +148,10 @@ class PodRunner(threading.Thread):
             env_vars = container_env(self.pod, c.spec, self.ctx.lookup)
         except EnvError as exc:
             c.fail_to_start("CreateContainerConfigError", str(exc))
+            return
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            # The apiserver is away (restart): tried again on the next tick, as a kubelet would.
+            c.fail_to_start("CreateContainerConfigError", f"cannot read the pod's config: {exc}")
             return
         mounts = mounts_for(c.spec, self.volumes)
         env = dict(self.ctx.base_env)
