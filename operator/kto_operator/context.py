@@ -38,16 +38,29 @@ class Context:
     coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
     platform_gate: PlatformGate | None = None
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
-    # Last Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
-    # can be gone before it is read, but its final state was in the event.
+    # Final Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
+    # can be gone before it is read, but its final state was in the event. Only final states are kept
+    # (nothing else is ever read back), without managedFields: keeping every Job as it changed held
+    # ~30 kB per pending run (1,000 pending runs: tens of MB of the operator's RSS).
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def remember_job(self, job: Mapping[str, Any]) -> None:
         uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
-        if uid:
+        if uid and status.job_finished(job):
+            meta = {k: v for k, v in job["metadata"].items() if k != "managedFields"}
             with self._jobs_lock:
-                self.last_jobs[uid] = dict(job)
+                self.last_jobs[uid] = {**job, "metadata": meta}
+
+    def forget_jobs_of(self, namespace: str, name: str) -> None:
+        """Drop what is kept for a run that is gone or final: the garbage collector deletes its Job after
+        the finalizer ran, and that DELETED event would otherwise stay here for good (one Job per run)."""
+        with self._jobs_lock:
+            for uid, job in list(self.last_jobs.items()):
+                meta = job["metadata"]
+                if meta.get("namespace") == namespace and \
+                        (meta.get("annotations") or {}).get(naming.ANNOTATION_TRAININGRUN) == name:
+                    del self.last_jobs[uid]
 
     def last_job(self, uid: str, forget: bool = False) -> dict[str, Any] | None:
         with self._jobs_lock:

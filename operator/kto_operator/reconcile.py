@@ -267,6 +267,7 @@ def _follow_once(ctx: Context, namespace: str, name: str, *, with_progress: bool
     with ctx.locks.hold(_key(namespace, name)):
         tr = _fresh(ctx, namespace, name)
         if tr is None:
+            ctx.forget_jobs_of(namespace, name)
             return
         if tr["spec"].get("cancel"):
             _cancel(ctx, tr)
