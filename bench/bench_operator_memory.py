@@ -24,9 +24,11 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from operator_bench_common import (
     GROUP,
     PLURAL,
@@ -45,6 +47,7 @@ from operator_bench_common import (
     tracebacks,
     write_json,
 )
+from urllib3.exceptions import HTTPError
 
 TARGET_MB = 150.0
 DRIFT_TARGET = 0.10
@@ -114,20 +117,10 @@ def soak(bed: Any, seconds: float, in_flight: int, out: Path) -> dict[str, Any]:
         next_sample = start
         while time.monotonic() - start < seconds:
             assert op.alive(), f"operator died:\n{op.log()[-3000:]}"
-            items = ns.custom.list_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL)["items"]
-            live = 0
-            for item in items:
-                meta = item["metadata"]
-                if meta.get("deletionTimestamp"):
-                    continue
-                if (item.get("status") or {}).get("phase") in TERMINAL:
-                    ns.custom.delete_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL, meta["name"])
-                    done += 1
-                else:
-                    live += 1
-            names = [f"soak-{counter + i:05d}" for i in range(in_flight - live)]
-            counter += len(names)
-            submit_runs(ns.custom, ns.name, names, experiment, workers=4, body=body)
+            try:
+                done, counter = churn(ns, in_flight, done, counter, experiment, body)
+            except (ApiException, HTTPError) as err:  # the bed's API server restarted by someone: go on
+                print(f"  (churn step failed: {str(err).splitlines()[0][:200]})", flush=True)
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - start, rss_mb(op.proc.pid)[0]))
                 next_sample += 10
@@ -145,6 +138,24 @@ def soak(bed: Any, seconds: float, in_flight: int, out: Path) -> dict[str, Any]:
     finally:
         op.stop()
         ns.delete()
+
+
+def churn(ns: BenchNamespace, in_flight: int, done: int, counter: int, experiment: str,
+          body: Callable[[str, str], dict[str, Any]]) -> tuple[int, int]:
+    """Delete the runs that ended, submit new ones up to `in_flight`; (runs done, runs submitted)."""
+    live = 0
+    for item in ns.custom.list_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL)["items"]:
+        meta = item["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        if (item.get("status") or {}).get("phase") in TERMINAL:
+            ns.custom.delete_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL, meta["name"])
+            done += 1
+        else:
+            live += 1
+    names = [f"soak-{counter + i:05d}" for i in range(in_flight - live)]
+    submit_runs(ns.custom, ns.name, names, experiment, workers=4, body=body)
+    return done, counter + len(names)
 
 
 def main(argv: list[str] | None = None) -> int:
