@@ -7,7 +7,7 @@ no pod ever starts (the figure is the operator, not the node agent; the 2-core m
   0. MLflow: min(N, 300) runs created directly (`create_run`, one per TrainingRun) by `--workers`
      threads, the ceiling that the bed's one-worker MLflow server puts on any operator;
   1. raw: N Jobs (the manifests the operator would build) created directly with the Python client by
-     `--workers` threads; rate = N / (last Job seen by a watch - first request);
+     `--workers` threads, then by one thread; rate = N / (last Job seen by a watch - first request);
   2. operator: `python -m kto_operator --namespace NS` (the integration tests' Operator); N TrainingRuns
      submitted by `--workers` threads; per run, latency = Job seen by a watch - just before its create
      request (p50/p95/p99/max), and sustained runs/s = N / (last Job seen - first request).
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"burst of {args.runs}, {args.workers} submitting threads; {load_note()}", flush=True)
     raw = raw_rate(bed, args.runs, args.workers)
     print(f"raw Jobs: {json.dumps(raw)}", flush=True)
+    raw_1 = raw_rate(bed, args.runs, 1)
+    print(f"raw Jobs, one thread: {json.dumps(raw_1)}", flush=True)
     mlflow = mlflow_rate(bed, min(args.runs, 300), args.workers)
     print(f"MLflow create_run: {json.dumps(mlflow)}", flush=True)
     op = operator_burst(bed, args.runs, args.workers, out / "operator.collapsed" if args.profile else None, out)
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"operator: {json.dumps(op)}", flush=True)
     ratio = round(op["runs_per_s"] / raw["jobs_per_s"], 2)
     print(f"\nTrainingRuns -> Jobs, burst of {args.runs} ({load_note()})")
-    print(f"  raw Job creates       {raw['jobs_per_s']:7.1f} /s")
+    print(f"  raw Job creates       {raw['jobs_per_s']:7.1f} /s   ({args.workers} threads; one thread: "
+          f"{raw_1['jobs_per_s']:.1f} /s, ratio {op['runs_per_s'] / raw_1['jobs_per_s']:.2f})")
     print(f"  MLflow create_run     {mlflow['runs_per_s']:7.1f} /s   (one per TrainingRun: the ceiling)")
     print(f"  operator runs         {op['runs_per_s']:7.1f} /s   ratio to raw {ratio:.2f} (target >= 0.5), "
           f"to MLflow {op['runs_per_s'] / mlflow['runs_per_s']:.2f}")
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v}" for k, v in op["apiserver_requests_per_run"].items()))
     if profile:
         print_profile(profile)
-    write_json(args.json, {"raw": raw, "mlflow": mlflow, "operator": op, "ratio": ratio, "profile": profile,
+    write_json(args.json, {"raw": raw, "raw_one_thread": raw_1, "mlflow": mlflow, "operator": op, "ratio": ratio,
+                           "profile": profile,
                            "load": load_note()})
     print(f"(operator log and profile under {out})")
     return 0
