@@ -91,6 +91,9 @@ class PodRunner(threading.Thread):
             self.pod_reason, self.pod_message = "NodeAgentError", "the bed's node agent failed; see its log"
             self.finished = True
             self._report(force=True)
+        # The final status must reach the apiserver even if it was away when the pod finished.
+        while not self.deleting.is_set() and not self._report(force=True):
+            self.deleting.wait(1.0)
         if not self.deleting.is_set():
             self.deleting.wait()
         self._terminate_all()
@@ -303,9 +306,10 @@ class PodRunner(threading.Thread):
             return "Running"
         return "Pending"
 
-    def _report(self, *, force: bool = False, phase: str | None = None) -> None:
+    def _report(self, *, force: bool = False, phase: str | None = None) -> bool:
+        """Send the pod's status if it changed (or when forced); False when the apiserver refused it."""
         if self.agent_stopping.is_set():
-            return
+            return True
         phase = phase or self.phase()
         images = {c["name"]: c.get("image", "") for c in self.pod["spec"].get("initContainers") or []}
         images.update({c["name"]: c.get("image", "") for c in self.pod["spec"]["containers"]})
@@ -334,7 +338,7 @@ class PodRunner(threading.Thread):
         if self.init:
             status["initContainerStatuses"] = [c.status(images[c.name]) for c in self.init]
         if not force and status == self._last_sent:
-            return
+            return True
         sent = dict(status)
         for c in sent["conditions"]:
             c["lastTransitionTime"] = t
@@ -342,5 +346,8 @@ class PodRunner(threading.Thread):
         try:
             self.ctx.patch_status(self.ns, self.pod_name, {"status": sent})
             self._last_sent = status
-        except Exception as exc:  # noqa: BLE001 - a failed report is retried on the next tick
+            return True
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # Retried: on the next tick while running, in a loop once finished.
             log.warning("pod %s/%s: status update failed: %s", self.ns, self.pod_name, exc)
+            return False
