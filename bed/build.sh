@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl) from the Go module k8s.io/kubernetes, and MinIO from github.com/minio/minio, at the
-# versions pinned in bed/versions.env. Binaries are cached under ~/.cache/kto-bed/<component>-<version>/
+# versions pinned in bed/versions.sh. Binaries are cached under ~/.cache/kto-bed/<component>-<version>/
 # so a second run only checks they exist.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.env
-. "$here/versions.env"
+# shellcheck source=versions.sh
+. "$here/versions.sh"
 cache=${KTO_BED_CACHE:-$HOME/.cache/kto-bed}
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 jobs=${KTO_BUILD_JOBS:-2}

@@ -16,9 +16,9 @@ def repo_root() -> Path:
 
 
 def pinned_versions() -> dict[str, str]:
-    """Parse bed/versions.env, the single place where versions are pinned."""
+    """Parse bed/versions.sh, the single place where versions are pinned."""
     versions: dict[str, str] = {}
-    for line in (BED_DIR / "versions.env").read_text().splitlines():
+    for line in (BED_DIR / "versions.sh").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
