@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
+from tests.helpers import http_ok as _http_ok
 
 GROUP, VERSION, PLURAL = "kto.dev", "v1alpha1", "trainingruns"
 STANDIN = "kto-standin-trainer:1"
@@ -28,18 +28,6 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 CRD_FILE = "crds/trainingrun.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 class Operator:

@@ -5,35 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
+from tests.helpers import http_ok as _http_ok
 
 GROUP, VERSION, PLURAL = "kto.dev", "v1alpha1", "powerschedules"
 SLEEPER = ["python", "-c", "import time; time.sleep(3600)"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 class PowerOperator:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +20,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.helpers import free_port as _free_port
+from tests.helpers import http_ok as _http_ok
 from tests.helpers import wait_for
 from tests.integration.deployables_support import label_restricted, of_kind, render, workspace
 
@@ -35,18 +36,6 @@ RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefau
 REFUSED = re.compile(r"forbidden|cannot (list|watch|get|patch|create|delete|update)", re.I)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def token_kubeconfig(bed: Any, namespace: str, service_account: str, path: Path) -> Path:
