@@ -32,19 +32,19 @@ def outage(operator: Operator, runs: Runs, mlflow_uri: str, down_s: float, n_ok:
     expected["exit-3"] = Expected("Failed", "ExitCode")
     expected["cancelled"] = Expected("Cancelled")
     for name in expected:
-        # The one to cancel is still running when the operator comes back (else it just Succeeded).
-        runs.submit(name, **sleeper(600.0 if name == "cancelled" else 3.0, exit_code=3 if name == "exit-3" else 0))
-    for name in expected:
-        runs.wait_phase(name, "Running", 120)
+        # Long enough to be all Running at once; the one to cancel still runs when the operator is back.
+        runs.submit(name, **sleeper(600.0 if name == "cancelled" else 10.0, exit_code=3 if name == "exit-3" else 0))
+    until(lambda: all(runs.status(n).get("phase") == "Running" for n in expected), 120, "every run Running")
 
     operator.kill(signal.SIGKILL)
     down = time.monotonic()
+    at_kill = {n: (runs.status(n).get("phase"), runs.status(n).get("reason")) for n in expected}
     runs.patch_spec("cancelled", {"cancel": True})  # a cancel nobody is there to act on yet
     expected["while-down"] = Expected("Succeeded")
     runs.submit("while-down", **sleeper(0.5))
     until(lambda: all(job_done(runs, n) for n in expected if n not in ("cancelled", "while-down")), down_s + 60,
           "the Jobs ending while the operator is down")
-    assert all(runs.status(n)["phase"] == "Running" for n in expected if n != "while-down"), \
+    assert {n: (runs.status(n).get("phase"), runs.status(n).get("reason")) for n in at_kill} == at_kill, \
         "statuses moved with no operator"
     left = down_s - (time.monotonic() - down)
     if left > 0:
