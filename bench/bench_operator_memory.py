@@ -58,7 +58,10 @@ MEMTRACE = Path(__file__).resolve().parent / "memtrace"
 def levels(bed: Any, steps: list[int], settle_s: float, trace: bool, out: Path) -> dict[str, Any]:
     ns = BenchNamespace(bed, "bench-mem", no_pods=True)
     experiment = f"bench-mem-{ns.name}"
-    env = {"PYTHONPATH": str(MEMTRACE), "KTO_TRACEMALLOC_OUT": str(out / "tracemalloc.txt")} if trace else {}
+    # Always the (cheap) object census on SIGUSR2; tracemalloc only when asked.
+    env = {"PYTHONPATH": str(MEMTRACE), "KTO_GC_CENSUS_OUT": str(out / "census.txt")}
+    if trace:
+        env["KTO_TRACEMALLOC_OUT"] = str(out / "tracemalloc.txt")
     out.mkdir(parents=True, exist_ok=True)
     op = Operator(bed, ns.name, out, env=env)
     figures: dict[str, Any] = {"rss_mb": {}, "hwm_mb": {}}
@@ -73,8 +76,9 @@ def levels(bed: Any, steps: list[int], settle_s: float, trace: bool, out: Path) 
             rss, hwm = settle(op, settle_s)
             figures["rss_mb"][level], figures["hwm_mb"][level] = rss, hwm
             print(f"  {level:5d} TrainingRuns: RSS {rss:6.1f} MB (peak so far {hwm:.1f} MB)", flush=True)
+            assert op.proc is not None
+            op.proc.send_signal(signal.SIGUSR2)
             if trace:
-                assert op.proc is not None
                 op.proc.send_signal(signal.SIGUSR1)
 
         measure(0)
