@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,12 @@ Key = tuple[str, str]
 _nudges: dict[Key, asyncio.Event] = {}
 _seen_powers: dict[Key, tuple[Any, ...]] = {}
 _seen_runs: dict[str, bool] = {}  # run uid -> active
+# One lock per PowerSchedule: a pass and the release on delete never overlap. kopf signals the daemon to
+# stop while it calls the delete handler, so a pass that read the schedule just before the deletion could
+# otherwise put back to sleep what the release had just woken.
+_pass_locks: dict[Key, threading.Lock] = {}
+# A failed delete handler is retried after this (kopf's default, 60 s, leaves the platform asleep that long).
+DELETE_BACKOFF = 5.0
 
 
 def new_api_client(pool: int) -> client.ApiClient:
@@ -115,6 +122,11 @@ async def power_daemon(
     kube = Kube(memo.power_api)
     key = (namespace, name)
     nudge = _nudges.setdefault(key, asyncio.Event())
+    lock = _pass_locks.setdefault(key, threading.Lock())
+
+    def one_pass() -> float:
+        with lock:
+            return Pass(kube, settings, namespace, name, _now(), emit).run()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
@@ -124,7 +136,7 @@ async def power_daemon(
             nudge.clear()
             started = time.monotonic()
             try:
-                wait = await asyncio.to_thread(Pass(kube, settings, namespace, name, _now(), emit).run)
+                wait = await asyncio.to_thread(one_pass)
             except (ApiException, urllib3.exceptions.HTTPError) as err:
                 # The API server hiccupped or an object changed under us: try again shortly.
                 logger.warning("power pass failed: %s", _brief(err))
@@ -138,11 +150,13 @@ async def power_daemon(
         _nudges.pop(key, None)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf.on.delete(GROUP, VERSION, PLURAL, backoff=DELETE_BACKOFF)
 def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
     assert namespace, "PowerSchedule is namespaced"
-    released = release_all(Kube(memo.power_api), namespace, name, memo.power_settings)
+    with _pass_locks.setdefault((namespace, name), threading.Lock()):
+        released = release_all(Kube(memo.power_api), namespace, name, memo.power_settings)
+    _pass_locks.pop((namespace, name), None)
     for line in released:
         logger.info("released %s", line)
     metrics.forget(namespace, name)

@@ -211,19 +211,7 @@ class Pass:
         since the read) re-reads that object and plans again: the patch never saves a stale value."""
 
         def one(obj: Mapping[str, Any]) -> tuple[P, dict[str, Any] | Conflict | None] | None:
-            name = obj["metadata"]["name"]
-            planned = plan(obj)
-            attempts = 0
-            while planned is not None:
-                attempts += 1
-                try:
-                    return planned, self.kube.patch_workload(kind, self.ns, name, patch_of(planned))
-                except Conflict as err:
-                    fresh = self.kube.get_workload(kind, self.ns, name)
-                    if attempts >= CONFLICT_RETRIES or fresh is None:
-                        return (planned, err) if fresh is not None else None
-                    planned = plan(fresh)
-            return None
+            return patch_planned(self.kube, kind, self.ns, obj, plan, patch_of)
 
         todo = [o for o in objs if plan(o) is not None]
         if len(todo) <= 1:
@@ -263,17 +251,44 @@ class Pass:
         self.new = {}
 
 
+def patch_planned(
+    kube: Kube, kind: str, ns: str, obj: Mapping[str, Any], plan: Callable[[Mapping[str, Any]], P | None],
+    patch_of: Callable[[P], dict[str, Any]],
+) -> tuple[P, dict[str, Any] | Conflict | None] | None:
+    """Patch one object as `plan` wants (None: nothing to do). The patches carry the resourceVersion they
+    were planned from, so a 409 (any write since the read, a controller's status update included) re-reads
+    the object and plans again. The Conflict itself is returned after CONFLICT_RETRIES; None if it is gone."""
+    name = obj["metadata"]["name"]
+    planned = plan(obj)
+    attempts = 0
+    while planned is not None:
+        attempts += 1
+        try:
+            return planned, kube.patch_workload(kind, ns, name, patch_of(planned))
+        except Conflict as err:
+            fresh = kube.get_workload(kind, ns, name)
+            if attempts >= CONFLICT_RETRIES or fresh is None:
+                return (planned, err) if fresh is not None else None
+            planned = plan(fresh)
+    return None
+
+
 def release_all(kube: Kube, ns: str, owner: str, settings: PowerSettings) -> list[str]:
     """Wake (without waiting) every workload `owner` put to sleep: used when the PowerSchedule is deleted."""
+
+    def plan(obj: Mapping[str, Any]) -> workloads.WakeAction | None:
+        ann = obj["metadata"].get("annotations") or {}
+        return workloads.wake_action(kind, obj) if ann.get(workloads.SLEPT_BY) in (owner, None) else None
+
     done = []
     for kind in KINDS:
         for obj in kube.list_workloads(kind, ns):
-            ann = obj["metadata"].get("annotations") or {}
-            action = workloads.wake_action(kind, obj)
-            if action and ann.get(workloads.SLEPT_BY) in (owner, None):
-                try:
-                    if kube.patch_workload(kind, ns, obj["metadata"]["name"], action.patch) is not None:
-                        done.append(action.detail)
-                except Conflict:
-                    log.warning("%s/%s changed during release; left annotated", kind, obj["metadata"]["name"])
+            result = patch_planned(kube, kind, ns, obj, plan, lambda action: action.patch)
+            if result is None:
+                continue
+            action, outcome = result
+            if isinstance(outcome, Conflict):
+                log.warning("%s/%s kept changing during release; left annotated", kind, obj["metadata"]["name"])
+            elif outcome is not None:
+                done.append(action.detail)
     return done

@@ -361,6 +361,20 @@ def test_release_all_on_delete(platform: tuple[FakeKube, Clock]) -> None:
     assert kube.replicas(DEPLOYMENT, "mlflow") == 3
 
 
+def test_release_on_delete_survives_a_status_write(platform: tuple[FakeKube, Clock]) -> None:
+    """The Deployment controller writes status right after a scale: the release must re-read, not give up."""
+    kube, clock = platform
+    switch(kube, "off")
+    run_until_stable(kube, clock)
+    listed = kube.list_workloads
+    kube.list_workloads = lambda kind, ns: [  # type: ignore[method-assign]
+        {**o, "metadata": {**o["metadata"], "resourceVersion": "stale"}} for o in listed(kind, ns)]
+    released = reconcile.release_all(cast(Kube, kube), NS, "power", SETTINGS)
+    assert len(released) == 4
+    assert kube.replicas(DEPLOYMENT, "mlflow") == 3
+    assert not any(w.asleep_by_us(o) for o in kube.objs.values())
+
+
 def test_gate_without_power_schedule() -> None:
     assert gate.readiness([]) == (True, gate.NO_POWER_SCHEDULE)
 
