@@ -37,6 +37,7 @@ FIXED_UID_ALLOWED = {("platform", "minio")}
 EXPECTED_RULES = [
     (("kto.dev",), ("trainingruns",), ("get", "list", "watch", "patch")),
     (("kto.dev",), ("trainingruns/status",), ("patch",)),
+    (("kto.dev",), ("trainingruns/finalizers",), ("update",)),
     (("kto.dev",), ("powerschedules",), ("get", "list", "watch", "patch")),
     (("kto.dev",), ("powerschedules/status",), ("patch",)),
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
