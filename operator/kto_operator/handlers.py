@@ -31,6 +31,10 @@ FOLLOW_INTERVAL = 5.0
 # FOLLOW_INTERVAL because such runs pile up in a burst (1,000 pending runs ticking every 5 s were 600
 # API requests per second, starving the Job creations of the burst itself).
 RESYNC_INTERVAL = 15.0
+# Retry delay of a handler that failed on anything but a kopf.TemporaryError (in practice: the API server
+# unreachable or restarting). kopf's default is 60 s: after a 30 s API-server restart the statuses were
+# right only 74 s later (chaos test); the timers' own intervals are shorter than that default.
+ERROR_BACKOFF = 5.0
 POWER_GATE = "kto_operator.power.gate"
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
@@ -122,8 +126,8 @@ def _waiting(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
 
 
-@kopf.on.resume(*TR)
-@kopf.on.create(*TR)
+@kopf.on.resume(*TR, backoff=ERROR_BACKOFF)
+@kopf.on.create(*TR, backoff=ERROR_BACKOFF)
 async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
     """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating.
 
@@ -135,7 +139,7 @@ async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, m
     await asyncio.get_running_loop().run_in_executor(memo.trainingrun_starters, contextvars.copy_context().run, call)
 
 
-@kopf.on.update(*TR, field="spec")
+@kopf.on.update(*TR, field="spec", backoff=ERROR_BACKOFF)
 def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.Body, memo: Any,
                  **_: Any) -> None:
     """`cancel` is the only mutable field (CEL); untyped extra parameters slip past CEL: say so."""
@@ -146,13 +150,13 @@ def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.B
     reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
 
 
-@kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_running)
+@kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_running, backoff=ERROR_BACKOFF)
 def tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Progress from MLflow, and a resync in case a Job or pod event was missed."""
     reconcile.follow(*_ctx(memo, namespace), name, with_progress=True)
 
 
-@kopf.timer(*TR, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, when=_waiting)
+@kopf.timer(*TR, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, when=_waiting, backoff=ERROR_BACKOFF)
 def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A Pending run with a Job: catch a missed event, fail an image that never pulls."""
     reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
@@ -178,7 +182,7 @@ def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> 
         reconcile.follow(*_ctx(memo, namespace), owner, with_progress=False)
 
 
-@kopf.on.delete(*TR)
+@kopf.on.delete(*TR, backoff=ERROR_BACKOFF)
 def delete(namespace: str | None, name: str, retry: int, runtime: datetime.timedelta, memo: Any,
            **_: Any) -> None:
     """Stop the pods and mark the MLflow run KILLED; bounded in time, never a stuck finalizer."""
