@@ -21,7 +21,7 @@ from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings, SettingsError
 from .status import RUNNING, TERMINAL_PHASES
-from .tracking import Tracker
+from .tracking import ClientOptions, Tracker
 
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # Progress and resync period of a Running run. Between ticks, Job and pod events drive the updates.
@@ -48,6 +48,12 @@ def _kube_client(max_workers: int) -> kubernetes.client.ApiClient:
     # One connection per handler thread, so that threads never queue for a socket.
     config.connection_pool_maxsize = max_workers + 4
     return kubernetes.client.ApiClient(config)
+
+
+def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
+    # One pooled connection per thread that calls MLflow: the start threads and kopf's handler threads.
+    return ClientOptions(read_timeout=ours.mlflow_http_timeout, connect_retries=ours.mlflow_http_retries,
+                         pool_size=ours.start_workers + ours.max_workers)
 
 
 def _platform_gate(api: kubernetes.client.ApiClient) -> reconcile.PlatformGate | None:
@@ -91,11 +97,6 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
-    # MLflow reads these per request. Its defaults (7 retries, 120 s timeout) would hold a thread for
-    # minutes during an outage instead of reporting MlflowUnavailable and retrying with backoff.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(ours.mlflow_http_timeout))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(ours.mlflow_http_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     metrics = Metrics()
     try:
         metrics.serve(ours.metrics_port)
@@ -103,8 +104,8 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
     api = _kube_client(ours.max_workers + ours.start_workers)
     memo.trainingrun_starters = concurrent.futures.ThreadPoolExecutor(ours.start_workers, "kto-start")
-    memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(), metrics=metrics,
-                                          platform_gate=_platform_gate(api))
+    memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(_mlflow_options(ours)),
+                                          metrics=metrics, platform_gate=_platform_gate(api))
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off")
 

@@ -57,8 +57,6 @@ def load_handlers() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # MLflow's telemetry would phone home from a cluster that may have no internet; never wanted here.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_handlers()

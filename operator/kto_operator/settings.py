@@ -35,9 +35,10 @@ class OperatorSettings:
     # Seconds a deleted TrainingRun's finalizer waits for its pods to stop and for MLflow to take the KILLED
     # status; then it lets go anyway (a finalizer must never keep a namespace from being deleted).
     delete_timeout: float = 120.0
-    # MLflow client: seconds per HTTP request and retries inside one call. Small, so that an MLflow outage
-    # turns into a quick MlflowUnavailable instead of a thread blocked for minutes in MLflow's own backoff.
-    mlflow_http_timeout: int = 10
+    # MLflow REST client: seconds to wait for an answer (connecting: 5 s at most), and retries of a connection
+    # that could not be opened (a request that reached MLflow is never resent). Small, so that an outage turns
+    # into a quick MlflowUnavailable, retried with backoff, instead of a thread blocked for minutes.
+    mlflow_http_timeout: int = 30
     mlflow_http_retries: int = 1
     # Threads running the (synchronous) handlers, and those creating MLflow runs and Jobs (separate, so
     # that following running Jobs never delays new submissions). A start is ~6 sequential round trips
@@ -81,8 +82,10 @@ class OperatorSettings:
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
             crash_at=frozenset(p.strip() for p in env.get("KTO_CRASH_AT", "").split(",") if p.strip()),
         )
-        if not settings.tracking_uri.startswith(("http://", "https://", "file://")):
-            raise SettingsError(f"tracking URI must be http(s):// or file://, got {settings.tracking_uri!r}")
+        # The operator talks to a tracking server (REST API) only: a file:// store in its own pod would be
+        # invisible to the trainer pods anyway.
+        if not settings.tracking_uri.startswith(("http://", "https://")):
+            raise SettingsError(f"tracking URI must be http:// or https://, got {settings.tracking_uri!r}")
         if settings.mlflow_retry_max_delay < settings.mlflow_retry_delay:
             raise SettingsError("KTO_MLFLOW_RETRY_MAX_DELAY must be >= KTO_MLFLOW_RETRY_DELAY")
         return settings

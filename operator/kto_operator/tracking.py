@@ -1,31 +1,27 @@
-"""Thin wrapper over MlflowClient: the few calls the operator makes, each idempotent, with MLflow's
-errors turned into two types the handlers map to phases (transient outage vs. a permanent problem)."""
+"""The few MLflow calls the operator makes, each idempotent, over MLflow's REST API (`mlflow_rest`: the
+operator never imports mlflow), with MLflow's errors turned into two types the handlers map to phases
+(transient outage vs. a permanent problem)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import re
+import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mlflow.entities import Param, ViewType
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from . import naming
+from .mlflow_rest import ClientOptions, MlflowUnavailable, RestClient, TrackingError, redact
+
+__all__ = ["ACTIVE_STATUSES", "ClientOptions", "MlflowUnavailable", "RegisterRule", "RunInfo", "Tracker",
+           "TrackingError", "redact"]
 
 ACTIVE_STATUSES = frozenset({"RUNNING", "SCHEDULED"})
 _ALREADY_EXISTS = frozenset({"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"})
-
-
-class MlflowUnavailable(Exception):
-    """MLflow cannot be reached or answered 5xx/429: retry later."""
-
-
-class TrackingError(Exception):
-    """MLflow refused the request for a reason that retrying will not fix (e.g. a deleted experiment)."""
+# Server-side limits of MLflow: params per log-batch, metric points per get-history page.
+_PARAMS_PER_BATCH = 100
+_HISTORY_PAGE = 25000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,40 +57,22 @@ class RegisterRule:
         return value >= self.threshold if self.greater_is_better else value <= self.threshold
 
 
-_USERINFO_RE = re.compile(r"(\w+://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide credentials written into a URL (https://user:password@host): messages go to status and Events."""
-    return _USERINFO_RE.sub(r"\1***@", text)
-
-
-@contextlib.contextmanager
-def _mapped_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except MlflowException as exc:
-        status = exc.get_http_status_code()
-        text = redact(f"{what}: {exc.message}")
-        if status >= 500 or status == 429:
-            raise MlflowUnavailable(text) from exc
-        raise TrackingError(text) from exc
-
-
 class Tracker:
-    """MLflow operations for the operator; one MlflowClient per tracking URI."""
+    """MLflow operations for the operator; one REST client (and connection pool) per tracking URI."""
 
-    def __init__(self) -> None:
-        self._clients: dict[str, MlflowClient] = {}
+    def __init__(self, options: ClientOptions | None = None) -> None:
+        self._options = options or ClientOptions()
+        self._clients: dict[str, RestClient] = {}
         # (uri, name) -> experiment id: one MLflow round trip less per run (the server is the bottleneck
         # when many runs are submitted at once). Dropped when a create in it fails.
         self._experiments: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
-    def client(self, uri: str) -> MlflowClient:
+    def client(self, uri: str) -> RestClient:
+        """The client of `uri`; its credentials are read from the environment when it is first needed."""
         with self._lock:
             if uri not in self._clients:
-                self._clients[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                self._clients[uri] = RestClient(uri, self._options, os.environ)
             return self._clients[uri]
 
     def experiment_id(self, uri: str, name: str) -> str:
@@ -113,41 +91,49 @@ class Tracker:
             self._experiments.pop((uri, name), None)
 
     def _experiment_id(self, uri: str, name: str) -> str:
-        client = self.client(uri)
-        with _mapped_errors(f"experiment {name!r}"):
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                try:
-                    return str(client.create_experiment(name))
-                except MlflowException as exc:
-                    if exc.error_code not in _ALREADY_EXISTS:
-                        raise
-                experiment = client.get_experiment_by_name(name)
+        what = f"experiment {name!r}"
+        experiment = self._experiment(uri, name)
+        if experiment is None:
+            try:
+                return str(self.client(uri).post("experiments/create", {"name": name}, what)["experiment_id"])
+            except TrackingError as exc:
+                if exc.error_code not in _ALREADY_EXISTS:
+                    raise
+            experiment = self._experiment(uri, name)
             if experiment is None:
                 raise TrackingError(f"experiment {name!r} vanished while being created")
-        if experiment.lifecycle_stage != "active":
+        if experiment.get("lifecycle_stage") != "active":
             raise TrackingError(f"experiment {name!r} is deleted in MLflow; restore it or use another name")
-        return str(experiment.experiment_id)
+        return str(experiment["experiment_id"])
+
+    def _experiment(self, uri: str, name: str) -> dict[str, Any] | None:
+        """Experiment `name` (deleted ones too), or None if there is none."""
+        try:
+            found = self.client(uri).get("experiments/get-by-name", {"experiment_name": name}, f"experiment {name!r}")
+        except TrackingError as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return dict(found["experiment"])
 
     def find_run(self, uri: str, experiment_id: str, uid: str) -> RunInfo | None:
         """The run created earlier for TrainingRun `uid` (its tag is the idempotency key)."""
-        with _mapped_errors("search for the TrainingRun's run"):
-            runs = self.client(uri).search_runs(
-                [experiment_id], filter_string=naming.uid_filter(uid), run_view_type=ViewType.ALL, max_results=10
-            )
+        query = {"experiment_ids": [experiment_id], "filter": naming.uid_filter(uid), "run_view_type": "ALL",
+                 "max_results": 10}
+        runs = [r["info"] for r in self.client(uri).post("runs/search", query, "search for the TrainingRun's run")
+                .get("runs", [])]
         if not runs:
             return None
         # Only one is ever created; should a second exist, always pick the same one.
-        first = min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-        return RunInfo(first.info.run_id, experiment_id, first.info.status)
+        first = min(runs, key=lambda r: (int(r.get("start_time") or 0), str(r["run_id"])))
+        return RunInfo(str(first["run_id"]), experiment_id, str(first["status"]))
 
     def lookup_run(self, uri: str, experiment: str, uid: str) -> RunInfo | None:
         """The TrainingRun's run if one was created, without creating anything."""
-        with _mapped_errors(f"experiment {experiment!r}"):
-            found = self.client(uri).get_experiment_by_name(experiment)
+        found = self._experiment(uri, experiment)
         if found is None:
             return None
-        return self.find_run(uri, str(found.experiment_id), uid)
+        return self.find_run(uri, str(found["experiment_id"]), uid)
 
     def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str], *,
                    search: bool = True) -> tuple[RunInfo, bool]:
@@ -157,10 +143,12 @@ class Tracker:
         found = self.find_run(uri, experiment_id, uid) if search else None
         if found is not None:
             return found, False
+        # Tags travel with the create call: a run is never visible without its UID tag. user_id as
+        # MlflowClient sends it (a deprecated field the server still stores).
+        body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": _now_ms(),
+                "user_id": tags.get("mlflow.user", "unknown"), "tags": _pairs(tags)}
         try:
-            with _mapped_errors("create run"):
-                # Tags travel with the create call: a run is never visible without its UID tag.
-                run = self.client(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            run = self.client(uri).post("runs/create", body, "create run")["run"]["info"]
         except TrackingError:
             # Perhaps the cached experiment was deleted meanwhile: look again (recreated, or a clear
             # "deleted" error) before reporting anything.
@@ -168,37 +156,33 @@ class Tracker:
             if self.experiment_id(uri, experiment) == experiment_id:
                 raise
             return self.ensure_run(uri, experiment, uid, run_name, tags, search=search)
-        return RunInfo(run.info.run_id, experiment_id, run.info.status), True
+        return RunInfo(str(run["run_id"]), experiment_id, str(run["status"])), True
 
     def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
         """Log the params the run lacks (`fresh`: the run was just created, it lacks all of them)."""
-        client = self.client(uri)
-        logged: dict[str, str] = {}
-        if not fresh:
-            with _mapped_errors("read run"):
-                logged = dict(client.get_run(run_id).data.params)
-        missing = [Param(k, v) for k, v in params.items() if k not in logged]
-        if missing:
-            with _mapped_errors("log params"):
-                client.log_batch(run_id, params=missing)
+        logged = {} if fresh else _values(self._run(uri, run_id, "read run").get("data", {}).get("params", []))
+        missing = {k: v for k, v in params.items() if k not in logged}
+        items = _pairs(missing)
+        for start in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client(uri).post("runs/log-batch",
+                                  {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}, "log params")
 
     def status(self, uri: str, run_id: str) -> str:
-        with _mapped_errors("read run status"):
-            return str(self.client(uri).get_run(run_id).info.status)
+        return str(self._run(uri, run_id, "read run status")["info"]["status"])
 
     def terminate(self, uri: str, run_id: str, status: str) -> bool:
         """Set a final status unless the trainer already did; True if this call set it."""
-        client = self.client(uri)
-        with _mapped_errors(f"set run status {status}"):
-            if client.get_run(run_id).info.status not in ACTIVE_STATUSES:
-                return False
-            client.set_terminated(run_id, status=status)
+        what = f"set run status {status}"
+        if self._run(uri, run_id, what)["info"]["status"] not in ACTIVE_STATUSES:
+            return False
+        self.client(uri).post("runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()}, what)
         return True
 
     def metrics(self, uri: str, run_id: str) -> dict[str, float]:
         """Latest value of each metric."""
-        with _mapped_errors("read metrics"):
-            return {k: float(v) for k, v in self.client(uri).get_run(run_id).data.metrics.items()}
+        latest = self._run(uri, run_id, "read metrics").get("data", {}).get("metrics", [])
+        # float(): MLflow writes NaN and infinities as strings.
+        return {str(m["key"]): float(m["value"]) for m in latest}
 
     def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
         """Epochs completed: distinct steps of the `epoch` metric, else of `loss`, else of any metric
@@ -206,34 +190,62 @@ class Tracker:
         key = next((k for k in ("epoch", "loss") if k in metrics), min(metrics, default=None))
         if key is None:
             return 0
-        with _mapped_errors("read metric history"):
-            history = self.client(uri).get_metric_history(run_id, key)
-        return len({m.step for m in history})
+        return len({int(m.get("step") or 0) for m in self._history(uri, run_id, key)})
 
     def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
         """Register the run's model as a new version of `rule.name` (once per run); the version number."""
-        client = self.client(uri)
-        with _mapped_errors(f"register model {rule.name!r}"):
-            for version in client.search_model_versions(f"name = '{_quote(rule.name)}'"):
-                if version.run_id == run_id:
-                    return str(version.version)
-            try:
-                client.create_registered_model(rule.name)
-            except MlflowException as exc:
-                if exc.error_code not in _ALREADY_EXISTS:
-                    raise
-            source, model_id = f"runs:/{run_id}/{rule.artifact_path}", None
-            # MLflow 3 logs models as LoggedModels; link the version to it when there is one.
-            for model in client.search_logged_models(
-                experiment_ids=[experiment_id], filter_string=f"name = '{_quote(rule.artifact_path)}'"
-            ):
-                if model.source_run_id == run_id:
-                    source, model_id = f"models:/{model.model_id}", model.model_id
-                    break
-            version = client.create_model_version(
-                rule.name, source, run_id=run_id, model_id=model_id, await_creation_for=0
-            )
-        return str(version.version)
+        client, what = self.client(uri), f"register model {rule.name!r}"
+        versions = _pages(client, "GET", "model-versions/search", {"filter": f"name = '{_quote(rule.name)}'"},
+                          "model_versions", what)
+        for version in versions:
+            if version.get("run_id") == run_id:
+                return str(version["version"])
+        try:
+            client.post("registered-models/create", {"name": rule.name}, what)
+        except TrackingError as exc:
+            if exc.error_code not in _ALREADY_EXISTS:
+                raise
+        body: dict[str, Any] = {"name": rule.name, "source": f"runs:/{run_id}/{rule.artifact_path}", "run_id": run_id}
+        # MLflow 3 logs models as LoggedModels; link the version to it when there is one.
+        query = {"experiment_ids": [experiment_id], "filter": f"name = '{_quote(rule.artifact_path)}'"}
+        for model in _pages(client, "POST", "logged-models/search", query, "models", what):
+            info = model.get("info", {})
+            if info.get("source_run_id") == run_id:
+                body.update(source=f"models:/{info['model_id']}", model_id=info["model_id"])
+                break
+        return str(client.post("model-versions/create", body, what)["model_version"]["version"])
+
+    def _run(self, uri: str, run_id: str, what: str) -> dict[str, Any]:
+        return dict(self.client(uri).get("runs/get", {"run_id": run_id}, what)["run"])
+
+    def _history(self, uri: str, run_id: str, key: str) -> Iterator[dict[str, Any]]:
+        params = {"run_id": run_id, "metric_key": key, "max_results": str(_HISTORY_PAGE)}
+        return _pages(self.client(uri), "GET", "metrics/get-history", params, "metrics", "read metric history")
+
+
+def _pages(client: RestClient, method: str, endpoint: str, query: Mapping[str, Any], field: str,
+           what: str) -> Iterator[dict[str, Any]]:
+    """The items of every page of a search, following next_page_token (lazily: a caller may stop early)."""
+    token = ""
+    while True:
+        page_query = {**query, "page_token": token} if token else dict(query)
+        page = client.get(endpoint, page_query, what) if method == "GET" else client.post(endpoint, page_query, what)
+        yield from page.get(field, [])
+        token = str(page.get("next_page_token") or "")
+        if not token:
+            return
+
+
+def _pairs(values: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": str(v)} for k, v in values.items()]
+
+
+def _values(pairs: list[dict[str, Any]]) -> dict[str, str]:
+    return {str(p["key"]): str(p.get("value", "")) for p in pairs}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _quote(value: str) -> str:

@@ -1,100 +1,33 @@
-"""Tracker against a real MLflow store (SQLite file in tmp_path, no server): idempotent run creation by
-UID tag, params once, terminal status only if still active, progress, model registration once."""
+"""Tracker's pure logic and its REST client without MLflow: the register rule, redaction, which tracking URIs
+are refused, the Authorization header (as MLflow's client builds it), error mapping from a status and a body,
+and what a tiny local HTTP server sees and answers. Tracker against the real MLflow server:
+tests/integration/test_tracking_rest.py. And: the operator never imports mlflow."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
 import pytest
-from kto_operator import naming
+from kto_operator.mlflow_rest import ClientOptions, Credentials, Target, auth_header, error_for
 from kto_operator.tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError, redact
 
-UID = "0f0e0d0c-1111-2222-3333-444455556666"
-TAGS = naming.run_tags(namespace="ns", name="run", uid=UID, job="run", image="img:1")
+from tests.helpers import free_port
 
 
-@pytest.fixture(scope="module")
-def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def tracker() -> Tracker:
-    return Tracker()
-
-
-def test_ensure_run_is_idempotent(tracker: Tracker, uri: str) -> None:
-    first, created = tracker.ensure_run(uri, "exp-a", UID, "run", TAGS)
-    assert created is True
-    # A fresh Tracker (a restarted operator) finds the same run by its UID tag.
-    again, created = Tracker().ensure_run(uri, "exp-a", UID, "run", TAGS)
-    assert created is False
-    assert again.run_id == first.run_id and again.experiment_id == first.experiment_id
-    assert first.status == "RUNNING"
-    run = tracker.client(uri).get_run(first.run_id)
-    assert run.data.tags[naming.TAG_UID] == UID and run.data.tags[naming.TAG_JOB] == "run"
-    assert tracker.lookup_run(uri, "exp-a", UID) == again
-    assert tracker.lookup_run(uri, "no-such-experiment", UID) is None
-
-
-def test_without_search_a_second_run_would_be_created(tracker: Tracker, uri: str) -> None:
-    # Why the operator only skips the search when the status proves no earlier attempt.
-    uid = "aaaaaaaa-0000-0000-0000-000000000009"
-    first, _ = tracker.ensure_run(uri, "exp-s", uid, "r", {naming.TAG_UID: uid}, search=False)
-    second, created = tracker.ensure_run(uri, "exp-s", uid, "r", {naming.TAG_UID: uid}, search=False)
-    assert created and second.run_id != first.run_id
-
-
-def test_params_logged_once_and_completed(tracker: Tracker, uri: str) -> None:
-    uid = "aaaaaaaa-0000-0000-0000-000000000001"
-    run, _ = tracker.ensure_run(uri, "exp-b", uid, "r", {naming.TAG_UID: uid})
-    tracker.log_params(uri, run.run_id, {"a": "1"}, fresh=True)
-    tracker.log_params(uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # after a restart: the missing one
-    tracker.log_params(uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # nothing left to log
-    assert tracker.client(uri).get_run(run.run_id).data.params == {"a": "1", "b": "2"}
-    with pytest.raises(TrackingError):  # MLflow refuses another text for a logged param
-        tracker.log_params(uri, run.run_id, {"a": "2"}, fresh=True)
-
-
-def test_terminate_only_an_active_run(tracker: Tracker, uri: str) -> None:
-    run, _ = tracker.ensure_run(uri, "exp-c", "aaaaaaaa-0000-0000-0000-000000000002", "r", {})
-    assert tracker.terminate(uri, run.run_id, "FAILED") is True
-    assert tracker.terminate(uri, run.run_id, "FINISHED") is False
-    assert tracker.status(uri, run.run_id) == "FAILED"
-
-
-def test_metrics_and_epochs_done(tracker: Tracker, uri: str) -> None:
-    run, _ = tracker.ensure_run(uri, "exp-d", "aaaaaaaa-0000-0000-0000-000000000003", "r", {})
-    client = tracker.client(uri)
-    for step in range(4):
-        client.log_metric(run.run_id, "loss", 1 / (step + 1), step=step)
-        client.log_metric(run.run_id, "accuracy", 0.5 + step / 10, step=step)
-    metrics = tracker.metrics(uri, run.run_id)
-    assert metrics["loss"] == pytest.approx(0.25)
-    assert tracker.epochs_done(uri, run.run_id, metrics) == 4
-    assert tracker.epochs_done(uri, run.run_id, {}) == 0
-
-
-def test_register_once_per_run(tracker: Tracker, uri: str) -> None:
-    run, _ = tracker.ensure_run(uri, "exp-e", "aaaaaaaa-0000-0000-0000-000000000004", "r", {})
-    rule = RegisterRule(name="cats", metric="test_accuracy", threshold=0.9)
-    assert tracker.register(uri, run.run_id, run.experiment_id, rule) == "1"
-    assert tracker.register(uri, run.run_id, run.experiment_id, rule) == "1"  # a retry adds nothing
-    other, _ = tracker.ensure_run(uri, "exp-e", "aaaaaaaa-0000-0000-0000-000000000005", "r", {})
-    assert tracker.register(uri, other.run_id, other.experiment_id, rule) == "2"
-
-
-def test_deleted_experiment_is_a_tracking_error(tracker: Tracker, uri: str) -> None:
-    experiment_id = tracker.experiment_id(uri, "exp-gone")
-    tracker.client(uri).delete_experiment(experiment_id)
-    # The cached id is stale: the create fails, the fresh look-up explains why.
-    with pytest.raises(TrackingError, match="deleted"):
-        tracker.ensure_run(uri, "exp-gone", "aaaaaaaa-0000-0000-0000-000000000006", "r", {})
-
-
-def test_unreachable_server_is_unavailable(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    with pytest.raises(MlflowUnavailable):
-        tracker.experiment_id("http://127.0.0.1:9", "x")  # the discard port: nothing listens
+def test_the_operator_never_imports_mlflow() -> None:
+    """mlflow's client doubled the operator's memory (~1,400 modules): everything the operator loads,
+    handlers included, must do without it. A fresh interpreter, since this one may have imported it."""
+    code = ("import sys, kto_operator.main as m; m.load_handlers(); "
+            "print(sorted(n for n in sys.modules if n == 'mlflow' or n.startswith('mlflow.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout[:500]
 
 
 @pytest.mark.parametrize(("greater", "value", "passes"), [(True, 0.9, True), (True, 0.89, False),
@@ -113,3 +46,167 @@ def test_register_rule(greater: bool, value: float, passes: bool) -> None:
 ])
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "sqlite:///tmp/mlflow.db", "databricks",
+                                 "databricks://profile", "mlflow:5000", "http://", "http://host:port"])
+def test_only_http_tracking_uris(uri: str) -> None:
+    with pytest.raises(TrackingError):
+        Target.parse(uri)
+
+
+def test_a_store_uri_fails_every_call_with_a_clear_message() -> None:
+    with pytest.raises(TrackingError, match=r"http:// or https:// only"):
+        Tracker().experiment_id("sqlite:///tmp/mlflow.db", "x")
+
+
+def test_target_takes_the_login_out_of_the_uri() -> None:
+    target = Target.parse("https://bob:s%40cret@mlflow.example.com/mlflow/")
+    assert (target.host, target.port, target.prefix) == ("mlflow.example.com", 443, "/mlflow")
+    assert (target.username, target.password) == ("bob", "s@cret")
+    assert target.origin == "https://mlflow.example.com:443/mlflow"  # what messages show: no login
+    assert Target.parse("http://mlflow:5000").port == 5000 and Target.parse("http://mlflow").port == 80
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(("uri", "creds", "expected"), [
+    ("http://m:5000", Credentials(), None),
+    ("http://m:5000", Credentials(token="t0k"), "Bearer t0k"),
+    ("http://m:5000", Credentials(username="u", password="p"), basic("u", "p")),
+    # MLflow's client: a username and password win over a token; a username alone is not a login.
+    ("http://m:5000", Credentials(username="u", password="p", token="t0k"), basic("u", "p")),
+    ("http://m:5000", Credentials(username="u", token="t0k"), "Bearer t0k"),
+    # requests (under MLflow's client) takes a login written in the URI over any header.
+    ("http://bob:pw@m:5000", Credentials(username="u", password="p", token="t0k"), basic("bob", "pw")),
+])
+def test_auth_header_like_mlflows_client(uri: str, creds: Credentials, expected: str | None) -> None:
+    assert auth_header(Target.parse(uri), creds) == expected
+
+
+def test_credentials_from_the_environment() -> None:
+    env = {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p", "MLFLOW_TRACKING_TOKEN": "t",
+           "MLFLOW_TRACKING_INSECURE_TLS": "True", "MLFLOW_TRACKING_CLIENT_CERT_PATH": "/c.pem"}
+    assert Credentials.from_env(env) == Credentials("u", "p", "t", insecure_tls=True, client_cert_path="/c.pem")
+    assert Credentials.from_env({"MLFLOW_TRACKING_SERVER_CERT_PATH": "/ca.pem"}).server_cert_path == "/ca.pem"
+    assert Credentials.from_env({}) == Credentials()
+    with pytest.raises(TrackingError, match="INSECURE_TLS"):
+        Credentials.from_env({"MLFLOW_TRACKING_INSECURE_TLS": "maybe"})
+    with pytest.raises(TrackingError, match="both set"):
+        Credentials.from_env({"MLFLOW_TRACKING_INSECURE_TLS": "1", "MLFLOW_TRACKING_SERVER_CERT_PATH": "/ca.pem"})
+
+
+def mlflow_error(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": message}).encode()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
+def test_server_errors_and_throttling_are_unavailable(status: int) -> None:
+    error = error_for(status, mlflow_error("INTERNAL_ERROR", "database is locked"), "create run")
+    assert isinstance(error, MlflowUnavailable)
+    assert str(error) == "create run: INTERNAL_ERROR: database is locked"
+
+
+def test_a_refusal_keeps_mlflows_error_code_and_message() -> None:
+    error = error_for(400, mlflow_error("INVALID_PARAMETER_VALUE", "Changing param values is not allowed"),
+                      "log params")
+    assert isinstance(error, TrackingError) and error.error_code == "INVALID_PARAMETER_VALUE"
+    assert str(error) == "log params: INVALID_PARAMETER_VALUE: Changing param values is not allowed"
+    missing = error_for(404, mlflow_error("RESOURCE_DOES_NOT_EXIST", "no such run"), "read run")
+    assert isinstance(missing, TrackingError) and missing.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_a_refusal_that_is_not_mlflows_json() -> None:
+    error = error_for(401, b"You are not authenticated. Please see https://u:pw@x/login", "read run")
+    assert isinstance(error, TrackingError) and error.error_code is None
+    assert str(error) == "read run: HTTP 401: You are not authenticated. Please see https://***@x/login"
+    assert str(error_for(403, b"", "read run")) == "read run: HTTP 403: Forbidden"
+    assert isinstance(error_for(503, b"<html>bad gateway</html>", "x"), MlflowUnavailable)
+
+
+def test_nothing_listening_is_unavailable() -> None:
+    options = ClientOptions(connect_timeout=2, read_timeout=2)
+    with pytest.raises(MlflowUnavailable, match="unreachable"):
+        Tracker(options).experiment_id(f"http://u:secret@127.0.0.1:{free_port()}", "x")
+
+
+@dataclass
+class Stub:
+    """What the stub server answers next, and the requests it saw (method, path, headers)."""
+
+    status: int = 200
+    body: bytes = b"{}"
+    headers: dict[str, str] = field(default_factory=dict)
+    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    port: int = 0
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    """A plain HTTP server on loopback, to see the client's requests and feed it answers MLflow rarely gives."""
+    state = Stub()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            state.seen.append((self.command, self.path, dict(self.headers)))
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(state.status)
+            for key, value in state.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(state.body)))
+            self.end_headers()
+            self.wfile.write(state.body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_requests_carry_the_environments_login_read_when_the_client_is_made(
+        stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker = Tracker()  # no environment read yet: a token set after this is still used
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0k")
+    stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
+    assert tracker.status(f"http://127.0.0.1:{stub.port}/prefix/", "r1") == "RUNNING"
+    method, path, headers = stub.seen[-1]
+    assert (method, path) == ("GET", "/prefix/api/2.0/mlflow/runs/get?run_id=r1")
+    assert headers["Authorization"] == "Bearer t0k" and headers["User-Agent"] == "kto-operator"
+
+
+def test_a_login_in_the_uri_is_sent_and_never_shown(stub: Stub) -> None:
+    uri = f"http://bob:s3cret@127.0.0.1:{stub.port}"
+    stub.status, stub.body = 503, b"upstream down (bob:s3cret)"
+    with pytest.raises(MlflowUnavailable) as caught:
+        Tracker().status(uri, "r1")
+    assert stub.seen[-1][2]["Authorization"] == basic("bob", "s3cret")
+    assert "HTTP 503" in str(caught.value)
+    stub.status = 302
+    stub.headers = {"Location": f"https://127.0.0.1:{stub.port}/"}
+    with pytest.raises(TrackingError, match="redirects to https://") as redirected:
+        Tracker().status(uri, "r1")
+    assert "s3cret" not in str(redirected.value)
+
+
+def test_an_answer_that_is_not_mlflows_api_is_a_tracking_error(stub: Stub) -> None:
+    stub.body = b"<html>login</html>"
+    with pytest.raises(TrackingError, match="other than MLflow's JSON API"):
+        Tracker().status(f"http://127.0.0.1:{stub.port}", "r1")
+
+
+def test_a_server_error_is_not_retried_inside_the_call(stub: Stub) -> None:
+    # The handlers retry with backoff; a retry here would hold a thread and could repeat a create.
+    stub.status, stub.body = 500, mlflow_error("INTERNAL_ERROR", "boom")
+    with pytest.raises(MlflowUnavailable, match="INTERNAL_ERROR: boom"):
+        Tracker().ensure_run(f"http://127.0.0.1:{stub.port}", "e", "0f0e0d0c-1111-2222-3333-444455556666", "r", {})
+    assert len(stub.seen) == 1

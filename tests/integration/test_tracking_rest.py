@@ -1,0 +1,156 @@
+"""Tracker against the bed's real MLflow server, over its REST API: idempotent run creation by UID tag, params
+once, terminal status only if still active, progress, model registration once (linked to its LoggedModel),
+experiments created once under concurrency, deleted experiments refused. MLflow's own client is the observer."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kto_operator import naming
+from kto_operator.tracking import RegisterRule, Tracker, TrackingError
+
+pytestmark = pytest.mark.integration
+
+UID = "0f0e0d0c-1111-2222-3333-444455556666"
+TAGS = naming.run_tags(namespace="ns", name="run", uid=UID, job="run", image="img:1")
+
+
+@pytest.fixture
+def tracker() -> Tracker:
+    return Tracker()
+
+
+@pytest.fixture
+def mlflow(mlflow_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+
+
+@pytest.fixture
+def exp() -> Iterator[str]:
+    """A fresh experiment name (the bed's MLflow is shared and keeps everything)."""
+    yield f"it-tracking-{uuid.uuid4().hex[:10]}"
+
+
+def uid() -> str:
+    return str(uuid.uuid4())
+
+
+def test_ensure_run_is_idempotent(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    tags = {**TAGS, naming.TAG_UID: (run_uid := uid())}
+    first, created = tracker.ensure_run(mlflow_uri, exp, run_uid, "run", tags)
+    assert created is True and first.status == "RUNNING"
+    # A fresh Tracker (a restarted operator) finds the same run by its UID tag; a trailing slash is the same server.
+    again, created = Tracker().ensure_run(mlflow_uri + "/", exp, run_uid, "run", tags)
+    assert created is False
+    assert again.run_id == first.run_id and again.experiment_id == first.experiment_id
+    run = mlflow.get_run(first.run_id)
+    assert run.data.tags[naming.TAG_UID] == run_uid and run.data.tags[naming.TAG_JOB] == "run"
+    assert run.info.run_name == "run" and run.info.experiment_id == first.experiment_id
+    assert tracker.lookup_run(mlflow_uri, exp, run_uid) == again
+    assert tracker.lookup_run(mlflow_uri, exp, uid()) is None
+    assert tracker.lookup_run(mlflow_uri, f"{exp}-none", run_uid) is None  # no such experiment: nothing created
+    assert mlflow.get_experiment_by_name(f"{exp}-none") is None
+
+
+def test_without_search_a_second_run_would_be_created(tracker: Tracker, mlflow_uri: str, exp: str) -> None:
+    # Why the operator only skips the search when the status proves no earlier attempt.
+    run_uid = uid()
+    first, _ = tracker.ensure_run(mlflow_uri, exp, run_uid, "r", {naming.TAG_UID: run_uid}, search=False)
+    second, created = tracker.ensure_run(mlflow_uri, exp, run_uid, "r", {naming.TAG_UID: run_uid}, search=False)
+    assert created and second.run_id != first.run_id
+    # Should two exist, every look-up picks the same one: the earliest.
+    assert tracker.find_run(mlflow_uri, first.experiment_id, run_uid) == first
+
+
+def test_params_logged_once_and_completed(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    run, _ = tracker.ensure_run(mlflow_uri, exp, (run_uid := uid()), "r", {naming.TAG_UID: run_uid})
+    tracker.log_params(mlflow_uri, run.run_id, {"a": "1"}, fresh=True)
+    tracker.log_params(mlflow_uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # after a restart: the missing one
+    tracker.log_params(mlflow_uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # nothing left to log
+    assert mlflow.get_run(run.run_id).data.params == {"a": "1", "b": "2"}
+    with pytest.raises(TrackingError, match="INVALID_PARAMETER_VALUE") as caught:  # another text for a logged param
+        tracker.log_params(mlflow_uri, run.run_id, {"a": "2"}, fresh=True)
+    assert str(caught.value).startswith("log params: ")
+
+
+def test_more_params_than_one_batch_takes(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    params = {f"p{i:03d}": str(i) for i in range(130)}  # MLflow takes at most 100 per log-batch
+    tracker.log_params(mlflow_uri, run.run_id, params, fresh=True)
+    assert mlflow.get_run(run.run_id).data.params == params
+
+
+def test_terminate_only_an_active_run(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is True
+    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED") is False
+    assert tracker.status(mlflow_uri, run.run_id) == "FAILED"
+    info = mlflow.get_run(run.run_id).info
+    assert info.status == "FAILED" and info.end_time >= info.start_time
+
+
+def test_metrics_and_epochs_done(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    for step in range(4):
+        mlflow.log_metric(run.run_id, "loss", 1 / (step + 1), step=step)
+        mlflow.log_metric(run.run_id, "accuracy", 0.5 + step / 10, step=step)
+    mlflow.log_metric(run.run_id, "diverged", float("nan"))
+    metrics = tracker.metrics(mlflow_uri, run.run_id)
+    assert metrics["loss"] == pytest.approx(0.25) and metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["diverged"] != metrics["diverged"]  # NaN comes back as NaN (the reconciler drops it)
+    assert tracker.epochs_done(mlflow_uri, run.run_id, metrics) == 4  # steps 0..3 of `loss`
+    assert tracker.epochs_done(mlflow_uri, run.run_id, {}) == 0
+
+
+def test_register_once_per_run(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    name = f"{exp}-model"
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    rule = RegisterRule(name=name, metric="test_accuracy", threshold=0.9)
+    assert tracker.register(mlflow_uri, run.run_id, run.experiment_id, rule) == "1"
+    assert tracker.register(mlflow_uri, run.run_id, run.experiment_id, rule) == "1"  # a retry adds nothing
+    assert mlflow.get_model_version(name, "1").source == f"runs:/{run.run_id}/model"
+    other, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    assert tracker.register(mlflow_uri, other.run_id, other.experiment_id, rule) == "2"
+    assert Tracker().register(mlflow_uri, run.run_id, run.experiment_id, rule) == "1"  # after a restart too
+
+
+def test_register_links_the_runs_logged_model(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    name = f"{exp}-model"
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    other, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    mlflow.create_logged_model(run.experiment_id, name="model", source_run_id=other.run_id)  # not this run's
+    model = mlflow.create_logged_model(run.experiment_id, name="model", source_run_id=run.run_id)
+    version = tracker.register(mlflow_uri, run.run_id, run.experiment_id, RegisterRule(name, "m", 0.5))
+    registered = mlflow.get_model_version(name, version)
+    # (The server stores the link as the source; its model-version API gives no model_id back, for
+    # MLflow's own client either.)
+    assert registered.source == f"models:/{model.model_id}" and registered.run_id == run.run_id
+
+
+def test_concurrent_creators_share_one_experiment(mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    # Separate Trackers: several operator replicas (or a restart) racing on a new experiment's name.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        ids = set(pool.map(lambda _: Tracker().experiment_id(mlflow_uri, exp), range(6)))
+    assert ids == {mlflow.get_experiment_by_name(exp).experiment_id}
+
+
+def test_deleted_experiment_is_a_tracking_error(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+    experiment_id = tracker.experiment_id(mlflow_uri, exp)
+    mlflow.delete_experiment(experiment_id)
+    # The cached id is stale: the create fails, the fresh look-up explains why.
+    with pytest.raises(TrackingError, match="deleted"):
+        tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    with pytest.raises(TrackingError, match="deleted"):
+        Tracker().experiment_id(mlflow_uri, exp)
+
+
+def test_unknown_run_is_a_tracking_error(tracker: Tracker, mlflow_uri: str) -> None:
+    with pytest.raises(TrackingError, match="RESOURCE_DOES_NOT_EXIST") as caught:
+        tracker.status(mlflow_uri, uuid.uuid4().hex)
+    assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
