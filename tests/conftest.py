@@ -116,3 +116,12 @@ def bucket(s3) -> str:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def mlflow_uri(bed: Bed) -> str:
     return bed.env["MLFLOW_TRACKING_URI"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.helpers import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

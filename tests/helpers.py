@@ -9,6 +9,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+# Figures measured by reliability tests (outage lengths, convergence times): printed again in pytest's
+# terminal summary, because a passing test's own output is captured and hidden.
+FIGURES: list[str] = []
+
+
+def figure(test: str, text: str) -> None:
+    print(text)
+    FIGURES.append(f"{test}: {text}")
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float = 60.0, desc: str = "condition",

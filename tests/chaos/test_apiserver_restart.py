@@ -14,6 +14,7 @@ import pytest
 from kto_operator.naming import LABEL_TRAININGRUN as RUN_LABEL
 
 from tests.chaos.support import Expected, phases, sleeper, submit_retrying, wait_converged
+from tests.helpers import figure
 from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
     Operator,
     Runs,
@@ -58,10 +59,12 @@ def restart_under_load(bed: Any, operator: Operator, runs: Runs, mlflow_uri: str
                 for n in expected}
     lag = {n: recorded[n] - max(job_done.get(n, 0.0), 0.0) for n in expected}
     worst = max(lag, key=lambda n: lag[n])
-    print(f"API server down {down_s:.0f} s; all statuses right {took:.1f} s after its restart "
-          f"(last Job completed {max(job_done.values()):.0f} s after it); {dict(phases(runs))}")
-    print(f"  operator lag, Job completed (or restart) -> status recorded: max {lag[worst]:.0f} s ({worst}), "
-          f"median {sorted(lag.values())[len(lag) // 2]:.0f} s")
+    figure("apiserver restart",
+           f"API server down {down_s:.0f} s; all statuses right {took:.1f} s after its restart "
+           f"(last Job completed {max(job_done.values()):.0f} s after it); {dict(phases(runs))}")
+    figure("apiserver restart",
+           f"operator lag, Job completed (or restart) -> status recorded: max {lag[worst]:.0f} s ({worst}), "
+           f"median {sorted(lag.values())[len(lag) // 2]:.0f} s")
     assert operator.alive() and operator.starts == 1, "the operator must ride it out, not crash"
     assert len(job_done) == len(expected), f"Jobs without completion: {set(expected) - set(job_done)}"
     assert lag[worst] <= CONVERGE_TARGET_S, f"{worst}: status right only {lag[worst]:.0f} s after it could be"

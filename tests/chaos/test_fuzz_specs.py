@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.chaos.support import TRACEBACK, until
+from tests.helpers import figure
 from tests.integration.operator_fixtures import Operator
 from tests.integration.power_support import PowerOperator, apply_crds
 
@@ -225,7 +226,7 @@ def fuzz_trainingruns(bed: Any, op: Operator, namespace: str, examples: int) -> 
         fuzz.check(spec)
 
     one()
-    print(f"TrainingRun specs: {fuzz.accepted} accepted and handled, {fuzz.rejected} rejected with a message")
+    figure("fuzz", f"TrainingRun specs: {fuzz.accepted} accepted and handled, {fuzz.rejected} rejected with a message")
     assert op.alive()
     assert fuzz.accepted >= examples // 10, "too few accepted specs: the strategy no longer reaches the operator"
 
@@ -257,7 +258,8 @@ def fuzz_powerschedules(bed: Any, op: PowerOperator, namespace: str, examples: i
             until(lambda: _status(custom, namespace, "powerschedules", name).get("gone"), 30, f"{name} deleted")
 
     one()
-    print(f"PowerSchedule specs: {fuzz.accepted} accepted and handled, {fuzz.rejected} rejected with a message")
+    figure("fuzz",
+           f"PowerSchedule specs: {fuzz.accepted} accepted and handled, {fuzz.rejected} rejected with a message")
     assert op.alive()
     assert fuzz.accepted >= examples // 10, "too few accepted specs: the strategy no longer reaches the operator"
 

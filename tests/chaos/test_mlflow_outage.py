@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.support import Expected, phases, sleeper, until, wait_converged
+from tests.helpers import figure
 from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
     MlflowServer,
     Operator,
@@ -57,9 +58,9 @@ def outage(bed: Any, namespace: str, runs: Runs, tmp_path: Path, uri: str, stop:
         finally:
             start()
         back = time.monotonic()
-        print(f"MLflow down {back - stopped:.0f} s; {dict(phases(runs))}")
+        figure("MLflow outage", f"MLflow down {back - stopped:.0f} s; {dict(phases(runs))}")
         took = wait_converged(runs, uri, expected, PROCEED_MARGIN_S + 60, experiment=f"it-{namespace}")
-        print(f"every run right {took:.1f} s after MLflow came back")
+        figure("MLflow outage", f"every run right {took:.1f} s after MLflow came back")
         assert took <= PROCEED_MARGIN_S + 30
         assert op.alive() and op.starts == 1, "no crash loop"
     finally:

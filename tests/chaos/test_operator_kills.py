@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.support import Expected, phases, sleeper, tracebacks, wait_converged
+from tests.helpers import figure
 from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
     Operator,
     Runs,
@@ -47,9 +48,10 @@ def kill_storm(operator: Operator, runs: Runs, mlflow_uri: str, n_runs: int, n_k
             operator.kill(signal.SIGKILL)
             operator.start()
         submitted.result(120)  # re-raises a submission error here
-    print(f"{n_kills} kills, {operator.starts} starts; phases right after the last restart: {dict(phases(runs))}")
+    figure("SIGKILL storm", f"{n_runs} runs, {n_kills} kills, {operator.starts} starts; "
+           f"phases right after the last restart: {dict(phases(runs))}")
     took = wait_converged(runs, mlflow_uri, {n: Expected("Succeeded") for n in names}, 240)
-    print(f"converged {took:.1f} s after the last restart")
+    figure("SIGKILL storm", f"converged {took:.1f} s after the last restart")
     # Kills leave no traceback behind (a SIGKILL prints nothing); a handler that tripped over the
     # half-done work of a killed predecessor would.
     assert not tracebacks(operator.log()), tracebacks(operator.log())[:3]

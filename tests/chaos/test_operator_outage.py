@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.chaos.support import Expected, sleeper, until, wait_converged
+from tests.helpers import figure
 from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
     Operator,
     Runs,
@@ -52,7 +53,8 @@ def outage(operator: Operator, runs: Runs, mlflow_uri: str, down_s: float, n_ok:
 
     operator.start()
     took = wait_converged(runs, mlflow_uri, expected, CONVERGE_TARGET_S + 60)
-    print(f"operator down {time.monotonic() - down - took:.0f} s; statuses right {took:.1f} s after restart")
+    figure("operator outage",
+           f"operator down {time.monotonic() - down - took:.0f} s; statuses right {took:.1f} s after restart")
     assert took <= CONVERGE_TARGET_S, f"statuses right only {took:.0f} s after the restart"
     return took
 

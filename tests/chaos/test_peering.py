@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from tests.chaos.support import Expected, handler_lines, sleeper, tracebacks, until, wait_converged
+from tests.helpers import figure
 from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
     Operator,
     Runs,
@@ -69,7 +70,7 @@ def takeover(bed: Any, namespace: str, runs: Runs, mlflow_uri: str, tmp_path: Pa
         until(lambda: len({j.metadata.name for j in runs.jobs()} & set(late)) == len(late),
               TAKEOVER_TARGET_S + 30, "the second replica creating the Jobs of runs submitted after the kill")
         took = time.monotonic() - killed
-        print(f"takeover after SIGKILL: {took:.1f} s (peering lifetime {lifetime} s)")
+        figure("peering", f"takeover after SIGKILL: {took:.1f} s (peering lifetime {lifetime} s)")
         assert RESUMED in second.log()
         assert took <= TAKEOVER_TARGET_S, f"takeover took {took:.0f} s"
         wait_converged(runs, mlflow_uri, {n: Expected("Succeeded") for n in names + late}, 120)
