@@ -14,9 +14,8 @@ import os
 from typing import Any
 
 import kopf
-import kubernetes
 
-from . import naming, reconcile
+from . import kube_rest, naming, reconcile
 from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings, SettingsError
@@ -39,15 +38,17 @@ POWER_GATE = "kto_operator.power.gate"
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
 
-def _kube_client(max_workers: int) -> kubernetes.client.ApiClient:
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    config = kubernetes.client.Configuration.get_default_copy()
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own logins (service account, else kubeconfig), shared with the operator's API client: the
+    `kubernetes` client, whose login kopf would use otherwise, is kept out of the process (main's entry point).
+    Called again by kopf when the API server answers 401, so a rotated token is picked up."""
+    return kube_rest.login(settings).info
+
+
+def _kube_client(max_workers: int, settings: kopf.OperatorSettings) -> kube_rest.Client:
     # One connection per handler thread, so that threads never queue for a socket.
-    config.connection_pool_maxsize = max_workers + 4
-    return kubernetes.client.ApiClient(config)
+    return kube_rest.Client(kube_rest.login(settings), kube_rest.ClientOptions(pool_size=max_workers + 4))
 
 
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
@@ -56,7 +57,7 @@ def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
                          pool_size=ours.start_workers + ours.max_workers)
 
 
-def _platform_gate(api: kubernetes.client.ApiClient) -> reconcile.PlatformGate | None:
+def _platform_gate(api: kube_rest.Client) -> reconcile.PlatformGate | None:
     """The power module's `platform_ready` as a gate (None when that module is not installed)."""
     if importlib.util.find_spec("kto_operator.power") is None or \
             importlib.util.find_spec(POWER_GATE) is None:
@@ -102,7 +103,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
         metrics.serve(ours.metrics_port)
     except OSError as exc:
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
-    api = _kube_client(ours.max_workers + ours.start_workers)
+    api = _kube_client(ours.max_workers + ours.start_workers, settings)
     memo.trainingrun_starters = concurrent.futures.ThreadPoolExecutor(ours.start_workers, "kto-start")
     memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(api))

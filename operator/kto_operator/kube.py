@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from . import naming
+from .kube_rest import MERGE_PATCH, ApiError, Client, Resource
+
+RUNS = Resource(naming.GROUP, naming.VERSION, naming.PLURAL)
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
 
 
 class JobConflict(RuntimeError):
@@ -24,38 +25,15 @@ class JobRejected(ValueError):
     label key in nodeSelector). Retrying cannot help."""
 
 
-def _message(err: ApiException) -> str:
-    try:
-        return str(json.loads(err.body or "{}").get("message") or err.reason)
-    except ValueError:
-        return str(err.reason)
-
-
-def _json(resp: Any) -> Any:
-    return json.loads(resp.data)
-
-
-def _done(resp: Any) -> None:
-    """Read an unwanted response body: only a fully read response gives its connection back to the pool.
-    Left unread, every write opened a new TLS connection (a handshake on both sides, per request)."""
-    resp.data  # noqa: B018  (reading is the point)
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Kube:
-    api: client.ApiClient
-
-    def __post_init__(self) -> None:
-        self.custom = client.CustomObjectsApi(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.core = client.CoreV1Api(self.api)
+    api: Client
 
     # TrainingRuns ---------------------------------------------------------------------------------
     def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return dict(_json(self.custom.get_namespaced_custom_object(
-                naming.GROUP, naming.VERSION, namespace, naming.PLURAL, name, _preload_content=False)))
-        except ApiException as err:
+            return self.api.request("GET", RUNS.path(namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
@@ -63,18 +41,17 @@ class Kube:
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource (missing object: nothing to do, it is gone)."""
         try:
-            _done(self.custom.patch_namespaced_custom_object_status(
-                naming.GROUP, naming.VERSION, namespace, naming.PLURAL, name, {"status": dict(status)},
-                _preload_content=False))
-        except ApiException as err:
+            self.api.request("PATCH", RUNS.path(namespace, name, "status"), body={"status": dict(status)},
+                             content_type=MERGE_PATCH)
+        except ApiError as err:
             if err.status != 404:
                 raise
 
     # Jobs -----------------------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return dict(_json(self.batch.read_namespaced_job(name, namespace, _preload_content=False)))
-        except ApiException as err:
+            return self.api.request("GET", JOBS.path(namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
@@ -84,11 +61,11 @@ class Kube:
         namespace = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         try:
-            _done(self.batch.create_namespaced_job(namespace, dict(manifest), _preload_content=False))
+            self.api.request("POST", JOBS.path(namespace), body=manifest)
             return True
-        except ApiException as err:
+        except ApiError as err:
             if err.status == 422:
-                raise JobRejected(_message(err)) from err
+                raise JobRejected(err.message) from err
             if err.status != 409:
                 raise
         existing = self.get_job(namespace, name)
@@ -112,9 +89,9 @@ class Kube:
         # The UID precondition makes sure the Job deleted is the one just checked.
         options = {"propagationPolicy": "Background", "preconditions": {"uid": existing["metadata"]["uid"]}}
         try:
-            _done(self.batch.delete_namespaced_job(name, namespace, body=options, _preload_content=False))
+            self.api.request("DELETE", JOBS.path(namespace, name), body=options)
             return True
-        except ApiException as err:
+        except ApiError as err:
             if err.status in (404, 409):
                 return False
             raise
@@ -122,5 +99,5 @@ class Kube:
     def list_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
         """The trainer pods of TrainingRun `uid` (by label: pods of an older Job never match)."""
         selector = f"{naming.LABEL_TRAININGRUN_UID}={uid}"
-        return list(_json(self.core.list_namespaced_pod(
-            namespace, label_selector=selector, _preload_content=False))["items"])
+        pods = self.api.request("GET", PODS.path(namespace), params={"labelSelector": selector})
+        return list(pods["items"])

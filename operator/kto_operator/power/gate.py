@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubernetes import client
-
+from kto_operator.kube_rest import Client
 from kto_operator.power.kube import Kube
 from kto_operator.power.reconcile import governing
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP
@@ -46,6 +45,6 @@ def readiness(powers: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
     return False, f"PowerSchedule {name} has not been reconciled yet"
 
 
-def platform_ready(namespace: str, api: client.ApiClient) -> tuple[bool, str]:
+def platform_ready(namespace: str, api: Client) -> tuple[bool, str]:
     """(ready, reason): True when the namespace has no PowerSchedule or its platform is On."""
     return readiness(Kube(api).list_powers(namespace))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
 import time
@@ -23,9 +22,8 @@ from typing import Any
 
 import kopf
 import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
+from kto_operator import kube_rest
 from kto_operator.power import history, metrics
 from kto_operator.power.kube import GROUP, PLURAL, RUNS_PLURAL, VERSION, Kube
 from kto_operator.power.reconcile import Pass, PowerSettings, release_all
@@ -42,23 +40,17 @@ _pass_locks: dict[Key, threading.Lock] = {}
 DELETE_BACKOFF = 5.0
 
 
-def new_api_client(pool: int) -> client.ApiClient:
-    """A client of its own (in-cluster config, else kubeconfig) with a pool for parallel patches."""
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
-    cfg.connection_pool_maxsize = max(pool, 4)
-    return client.ApiClient(cfg)
+def new_api_client(pool: int, settings: kopf.OperatorSettings | None = None) -> kube_rest.Client:
+    """A client of its own (in-cluster service account, else kubeconfig) with a pool for parallel patches."""
+    return kube_rest.Client(kube_rest.login(settings), kube_rest.ClientOptions(pool_size=max(pool, 4)))
 
 
 @kopf.on.startup()
-def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    settings = PowerSettings.from_env(os.environ)
-    memo.power_settings = settings
-    memo.power_api = new_api_client(settings.parallelism * 2)
-    logger.info("power: %s", settings)
+def power_startup(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    power = PowerSettings.from_env(os.environ)
+    memo.power_settings = power
+    memo.power_api = new_api_client(power.parallelism * 2, settings)
+    logger.info("power: %s", power)
 
 
 def _nudge_namespace(namespace: str | None) -> None:
@@ -101,17 +93,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _brief(err: Exception) -> str:
-    """One line for an API error (the client's str() carries all response headers)."""
-    if isinstance(err, ApiException):
-        try:
-            message = json.loads(err.body or "{}").get("message", "")
-        except ValueError:
-            message = str(err.body)[:300]
-        return f"{err.status} {err.reason}: {message}"
-    return str(err)
-
-
 @kopf.daemon(GROUP, VERSION, PLURAL, id="power", cancellation_timeout=10.0)
 async def power_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
@@ -137,9 +118,9 @@ async def power_daemon(
             started = time.monotonic()
             try:
                 wait = await asyncio.to_thread(one_pass)
-            except (ApiException, urllib3.exceptions.HTTPError) as err:
+            except (kube_rest.ApiError, urllib3.exceptions.HTTPError) as err:
                 # The API server hiccupped or an object changed under us: try again shortly.
-                logger.warning("power pass failed: %s", _brief(err))
+                logger.warning("power pass failed: %s", err)  # ApiError: one line, no headers
                 wait = 2.0
             logger.debug("power pass took %.3f s; next in %.1f s", time.monotonic() - started, wait)
             deadline = time.monotonic() + wait

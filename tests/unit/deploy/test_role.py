@@ -1,6 +1,6 @@
 """The shipped Role (manifests/operator/role.yaml) against the operator's source: every Kubernetes API call
-the code makes (kubernetes client methods) and every watch/patch/event kopf makes for its handlers is
-granted, and nothing else is. Catches a new API call in the operator before a 403 does at run time;
+the code makes (`kube_rest` requests on a `Resource` constant) and every watch/patch/event kopf makes for its
+handlers is granted, and nothing else is. Catches a new API call in the operator before a 403 does at run time;
 tests/integration/test_deployables_rbac.py then proves the flows on a real apiserver."""
 
 from __future__ import annotations
@@ -13,14 +13,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 SOURCE = REPO / "operator/kto_operator"
 CUSTOM = ("trainingruns", "powerschedules")  # every custom-object call is counted for both (over-approximation)
-RESOURCES = {"deployment": ("apps", "deployments"), "stateful_set": ("apps", "statefulsets"),
-             "cron_job": ("batch", "cronjobs"), "job": ("batch", "jobs"), "pod": ("", "pods"),
-             "event": ("", "events"), "secret": ("", "secrets"), "config_map": ("", "configmaps"),
-             "service_account": ("", "serviceaccounts"), "namespace": ("", "namespaces")}
-VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "delete": "delete", "patch": "patch",
-         "replace": "update"}
-CLIENT_CALL = re.compile(r"\.(?:core|batch|apps|custom|events|rbac)\.([a-z_]+)")
-METHOD = re.compile(r"^(read|get|list|create|delete|patch|replace)_namespaced_([a-z_]+?)(_status)?$")
+# self.api.request("VERB", RESOURCE.path(args)) or RESOURCES[kind].path(args): RESOURCE a module's Resource.
+REQUEST = re.compile(r'\.request\(\s*"([A-Z]+)",\s*([A-Z_]+)(\[\w+\])?\.path\(([^)]*)\)')
+RESOURCE = re.compile(r'Resource\(\s*("[^"]*"|[\w.]+),\s*("[^"]*"|[\w.]+),\s*("[^"]*"|[\w.]+)\)')
+VERBS = {"POST": "create", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}
 KOPF = re.compile(r"@kopf\.(on\.[a-z_]+|timer|daemon)\(([^)]*)\)")
 KOPF_EVENTS = re.compile(r"kopf\.(event|info|warn|exception)\(")
 
@@ -31,14 +27,30 @@ def _sources() -> str:
     return "\n".join(p.read_text() for p in sorted(SOURCE.rglob("*.py")))
 
 
+def _plural(literal: str, text: str) -> str:
+    """A Resource argument: a string literal, or a constant (PLURAL = "...") of the same sources."""
+    if literal.startswith('"'):
+        return literal.strip('"')
+    m = re.search(rf'^{re.escape(literal.split(".")[-1])} = "([^"]*)"', text, re.M)
+    assert m, f"cannot resolve {literal}: extend this test"
+    return m.group(1)
+
+
+def _resources(name: str, indexed: bool, text: str) -> list[tuple[str, str]]:
+    """(group, plural) of constant `name`: a Resource(...), or (indexed) every Resource of a dict."""
+    m = re.search(rf"^{name} = (Resource\([^)]*\)|\{{.*?\n\}})", text, re.M | re.S)
+    assert m and (indexed or m.group(1).startswith("Resource")), f"unrecognised resource {name}: extend this test"
+    found = [(_plural(g, text), _plural(p, text)) for g, _v, p in RESOURCE.findall(m.group(1))]
+    return [("kto.dev", r) for r in CUSTOM] if any(g == "kto.dev" for g, _ in found) else found
+
+
 def client_calls(text: str) -> set[Perm]:
     perms: set[Perm] = set()
-    for name in set(CLIENT_CALL.findall(text)):
-        m = METHOD.match(name)
-        assert m, f"unrecognised API client method {name}: extend this test's table"
-        verb, kind, status = VERBS[m.group(1)], m.group(2), m.group(3) or ""
-        targets = [("kto.dev", r) for r in CUSTOM] if kind == "custom_object" else [RESOURCES[kind]]
-        perms |= {(group, resource + ("/status" if status else ""), verb) for group, resource in targets}
+    for method, name, index, args in set(REQUEST.findall(text)):
+        arity = len([a for a in args.split(",") if a.strip()])
+        verb = ("get" if arity > 1 else "list") if method == "GET" else VERBS[method]
+        status = "/status" if '"status"' in args else ""
+        perms |= {(group, plural + status, verb) for group, plural in _resources(name, bool(index), text)}
     return perms
 
 
@@ -96,4 +108,5 @@ def test_the_scan_sees_what_it_should() -> None:
     needed = client_calls(_sources()) | kopf_needs(_sources())
     assert {("batch", "jobs", "create"), ("kto.dev", "trainingruns/status", "patch"), ("", "pods", "watch"),
             ("apps", "deployments", "patch"), ("", "events", "create")} <= needed
-    assert client_calls("x = self.core.read_namespaced_secret(n, ns)") == {("", "secrets", "get")}
+    sample = 'SECRETS = Resource("", "v1", "secrets")\nx = self.api.request("GET", SECRETS.path(ns, n))'
+    assert client_calls(sample) == {("", "secrets", "get")}
