@@ -67,8 +67,12 @@ def soak_rows(f: dict[str, Any]) -> list[Row]:
 
 def power_rows(f: dict[str, Any]) -> list[Row]:
     s = f["summary"]
-    return [(f"power: {k} (median / max)", f"{s[k]['median']:.2f} / {s[k]['max']:.2f} s", "<= 3 s",
-             s[k]["max"] <= 3.0) for k in ("sleep_s", "wake_restored_s", "wake_ready_s")]
+    rows: list[Row] = [(f"power: {k} (median / max)", f"{s[k]['median']:.2f} / {s[k]['max']:.2f} s", "<= 3 s",
+                        s[k]["max"] <= 3.0) for k in ("sleep_s", "wake_restored_s")]
+    # Pods Ready again is the node agent starting 50 processes, not the switch: no target.
+    k = "wake_ready_s"
+    return [*rows, (f"power: {k} (median / max)", f"{s[k]['median']:.2f} / {s[k]['max']:.2f} s", "(informational)",
+                    None)]
 
 
 def main(argv: list[str] | None = None) -> int:
