@@ -1,11 +1,15 @@
-"""Polling helpers: tests wait for conditions with a deadline, never sleep as an assertion."""
+"""Test helpers: polling with a deadline (never a sleep as an assertion), free ports, an HTTP stub server."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import socket
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -46,3 +50,46 @@ def http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+@dataclass
+class Stub:
+    """What the stub server answers next, and the requests it saw (method, path, headers, body)."""
+
+    status: int = 200
+    body: bytes = b"{}"
+    headers: dict[str, str] = field(default_factory=dict)
+    seen: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    port: int = 0
+
+
+@contextlib.contextmanager
+def stub_server() -> Iterator[Stub]:
+    """A plain HTTP server on loopback standing in for the API server or MLflow in unit tests: it shows what
+    the REST clients send and feeds them answers the real servers rarely give."""
+    state = Stub()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state.seen.append((self.command, self.path, dict(self.headers), body))
+            self.send_response(state.status)
+            for key, value in state.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(state.body)))
+            self.end_headers()
+            self.wfile.write(state.body)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

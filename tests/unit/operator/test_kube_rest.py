@@ -5,13 +5,9 @@ process never imports the `kubernetes` client."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import kopf
@@ -19,6 +15,8 @@ import pytest
 import yaml
 from kto_operator import kube_rest
 from kto_operator.kube_rest import ApiError, Client, Login, Resource, auth_header, status_message, url
+
+from tests.helpers import Stub
 
 
 def test_the_operator_process_never_imports_kubernetes() -> None:
@@ -117,42 +115,6 @@ def test_no_login_at_all(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_ser
         kube_rest.login()
 
 
-@dataclass
-class Stub:
-    """What the stub server answers next, and the requests it saw (method, path, headers, body)."""
-
-    status: int = 200
-    body: bytes = b"{}"
-    seen: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
-    port: int = 0
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    """A plain HTTP server on loopback standing in for the API server."""
-    state = Stub()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            state.seen.append((self.command, self.path, dict(self.headers), body))
-            self.send_response(state.status)
-            self.send_header("Content-Length", str(len(state.body)))
-            self.end_headers()
-            self.wfile.write(state.body)
-
-        do_GET = do_POST = do_PATCH = do_DELETE = answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_request_as_the_api_server_sees_it(stub: Stub) -> None:

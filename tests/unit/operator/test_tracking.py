@@ -6,19 +6,15 @@ tests/integration/test_tracking_rest.py. And: the operator never imports mlflow.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from kto_operator.mlflow_rest import ClientOptions, Credentials, Target, auth_header, error_for
 from kto_operator.tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError, redact
 
-from tests.helpers import free_port
+from tests.helpers import Stub, free_port
 
 
 def test_the_operator_never_imports_mlflow() -> None:
@@ -132,54 +128,13 @@ def test_nothing_listening_is_unavailable() -> None:
         Tracker(options).experiment_id(f"http://u:secret@127.0.0.1:{free_port()}", "x")
 
 
-@dataclass
-class Stub:
-    """What the stub server answers next, and the requests it saw (method, path, headers)."""
-
-    status: int = 200
-    body: bytes = b"{}"
-    headers: dict[str, str] = field(default_factory=dict)
-    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    port: int = 0
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    """A plain HTTP server on loopback, to see the client's requests and feed it answers MLflow rarely gives."""
-    state = Stub()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            state.seen.append((self.command, self.path, dict(self.headers)))
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(state.status)
-            for key, value in state.headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(state.body)))
-            self.end_headers()
-            self.wfile.write(state.body)
-
-        do_GET = do_POST = answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
 def test_requests_carry_the_environments_login_read_when_the_client_is_made(
         stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
     tracker = Tracker()  # no environment read yet: a token set after this is still used
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0k")
     stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
     assert tracker.status(f"http://127.0.0.1:{stub.port}/prefix/", "r1") == "RUNNING"
-    method, path, headers = stub.seen[-1]
+    method, path, headers, _ = stub.seen[-1]
     assert (method, path) == ("GET", "/prefix/api/2.0/mlflow/runs/get?run_id=r1")
     assert headers["Authorization"] == "Bearer t0k" and headers["User-Agent"] == "kto-operator"
 
