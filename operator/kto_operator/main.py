@@ -37,10 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Start times in milliseconds below this (year 2109) give positive priorities under 2**53 (exact in JSON).
+_PRIORITY_EPOCH_MS = 2**42
+
+
 def peering_priority(started: float, tie_break: int) -> int:
     """A replica started earlier outranks a later one, so a new replica never takes over from a working
-    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999)."""
-    return (2**31 - int(started)) * 1000 + tie_break
+    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999). Milliseconds:
+    with whole seconds, two replicas started within one second were ordered by the tie-break alone."""
+    return (_PRIORITY_EPOCH_MS - int(started * 1000)) * 1000 + tie_break
 
 
 def load_handlers() -> list[str]:

@@ -32,7 +32,8 @@ def test_peering_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_older_replicas_outrank_newer_ones_and_ties_are_broken() -> None:
     assert main.peering_priority(1_000, 0) > main.peering_priority(1_001, 999)
     assert main.peering_priority(1_000, 1) != main.peering_priority(1_000, 2)
-    assert main.peering_priority(2**31 - 1, 0) > 0  # positive until 2038, JSON-safe after
+    assert main.peering_priority(1_000.2, 999) > main.peering_priority(1_000.3, 0)  # same second, later start
+    assert 0 < main.peering_priority(4.3e9, 999) < 2**53  # year 2106: still positive and exact in JSON
 
 
 def test_peering_crds_are_opt_in() -> None:
