@@ -11,7 +11,6 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from types import FrameType
 from typing import NoReturn
 
 from .config import TrainConfig
@@ -75,12 +74,6 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         parser.error(str(error))
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    from .tracking import Terminated
-
-    raise Terminated(f"signal {signum}")
-
-
 def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
@@ -92,10 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(argv)
     # Before TensorFlow is imported: keep its C++ start-up chatter out of the pod log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import termination
     from .tracking import Terminated
     from .train import train
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = termination.install()
     try:
         metrics = train(config)
     except TrainerError as error:
@@ -105,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        termination.restore(previous)
     print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
     return 0
 

@@ -11,7 +11,7 @@ import keras
 import mlflow
 import numpy as np
 
-from . import tracking
+from . import termination, tracking
 from .annotations import dataset_fingerprint, parse_annotations
 from .config import ANNOTATION_KEY, TrainConfig
 from .data import split_dataset
@@ -80,26 +80,31 @@ def train(config: TrainConfig, open_store: Callable[[str], ObjectStore] | None =
         # Weights first: a wrong weights setting fails before minutes of dataset download.
         weights_path = resolve_weights(config.weights, config.weights_file, config.work_path / "weights", open_store)
         classes, _ = fetch_dataset(config, open_store(config.bucket))
-        model = build_model(len(classes), config.image_size, weights_path)
-        datasets = {
-            name: split_dataset(
-                config.split_dir(name), classes, config.image_size, config.batch_size,
-                shuffle=name == "train", seed=config.seed,
-            )[0]
-            for name in ("train", "evaluate", "test")
-        }
-        # batch_size is ignored by Keras for a dataset but read by autolog, which would otherwise log
-        # "None" and clash with the batch_size param; shuffling is done by the dataset itself.
-        history = model.fit(
-            datasets["train"], validation_data=datasets["evaluate"], epochs=config.epochs,
-            batch_size=config.batch_size, shuffle=False, verbose=2,
-        )
+        # TensorFlow runs from here: a SIGTERM is only recorded, then raised between batches (see termination).
+        with termination.deferred():
+            model = build_model(len(classes), config.image_size, weights_path)
+            datasets = {
+                name: split_dataset(
+                    config.split_dir(name), classes, config.image_size, config.batch_size,
+                    shuffle=name == "train", seed=config.seed,
+                )[0]
+                for name in ("train", "evaluate", "test")
+            }
+            # batch_size is ignored by Keras for a dataset but read by autolog, which would otherwise log
+            # "None" and clash with the batch_size param; shuffling is done by the dataset itself.
+            history = model.fit(
+                datasets["train"], validation_data=datasets["evaluate"], epochs=config.epochs,
+                batch_size=config.batch_size, shuffle=False, verbose=2,
+                callbacks=[termination.TerminationCallback()],
+            )
         tracking.ensure_epoch_metrics(history.history, HISTORY_KEYS)
 
-        metrics = evaluate_model(model, datasets["test"])
+        with termination.deferred():
+            metrics = evaluate_model(model, datasets["test"], termination.TerminationCallback())
         mlflow.log_metrics(metrics)
         log(f"test_loss {metrics['test_loss']:.4f}, test_accuracy {metrics['test_accuracy']:.4f}")
-        truth, predicted = predict_labels(model, datasets["test"])
+        with termination.deferred():
+            truth, predicted = predict_labels(model, datasets["test"], between_batches=termination.raise_if_requested)
         matrix = confusion_matrix(truth, predicted, len(classes))
 
         config.model_dir.mkdir(parents=True, exist_ok=True)
