@@ -82,8 +82,7 @@ def test_fit_stops_at_the_batch_boundary_after_sigterm() -> None:
 def test_restore_forgets_a_recorded_sigterm() -> None:
     with pytest.raises(Terminated), termination.deferred():
         sigterm()
-    previous = termination.install()
-    termination.restore(previous)
+    termination.restore(signal.getsignal(signal.SIGTERM))
     # A later train() in the same process (tests, notebooks) must not die of the old signal.
     with termination.deferred():
         termination.raise_if_requested()
