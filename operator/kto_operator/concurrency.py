@@ -9,22 +9,33 @@ from collections.abc import Iterator
 
 
 class KeyedLocks:
-    """One lock per TrainingRun, so that a pod event, a timer tick and a handler never interleave."""
+    """One lock per TrainingRun, so that a pod event, a timer tick and a handler never interleave.
+
+    An entry lives only while someone holds or waits for its lock: a run's last event (a follow after
+    its deletion) must not leave a lock behind, or a long-lived operator grows with every run it saw.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}  # key -> (lock, [holders + waiters])
         self._guard = threading.Lock()
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._locks[key]
 
-    def forget(self, key: str) -> None:
+    def __len__(self) -> int:
         with self._guard:
-            self._locks.pop(key, None)
+            return len(self._locks)
 
 
 class Coalescer:

@@ -395,7 +395,6 @@ def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapsed: flo
                 _event(tr, "Warning", "MlflowError", str(exc))
         ctx.metrics.set_phase(meta["uid"], None)
         ctx.last_job(meta["uid"], forget=True)
-    ctx.locks.forget(key)
 
 
 def _live_pods(ctx: Context, tr: Mapping[str, Any]) -> list[str]:

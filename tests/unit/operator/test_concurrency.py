@@ -46,5 +46,26 @@ def test_keyed_locks_serialise_one_key_only() -> None:
         t.join()
     assert not overlap.is_set()
     with locks.hold("x"), locks.hold("y"):  # different keys never block each other
-        pass
-    locks.forget("x")
+        assert len(locks) == 2
+    assert len(locks) == 0
+
+
+def test_keyed_locks_keep_nothing_once_released() -> None:
+    locks = KeyedLocks()
+    started = threading.Barrier(9)
+
+    def work(key: str) -> None:
+        started.wait()
+        with locks.hold(key):
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=work, args=(f"run-{i % 3}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    started.wait()
+    for t in threads:
+        t.join()
+    # Every run seen would otherwise leave its lock: the operator would grow with each TrainingRun.
+    assert len(locks) == 0
+    with locks.hold("run-0"):
+        assert len(locks) == 1
