@@ -1,7 +1,7 @@
 """Operator memory: RSS with 0, 100 and 1,000 TrainingRuns present, and RSS drift in a soak with runs churning.
 
     .venv/bin/python bench/bench_operator_memory.py levels [--runs 100 1000] [--settle 30] [--tracemalloc]
-    .venv/bin/python bench/bench_operator_memory.py soak [--seconds 1800] [--in-flight 4]
+    .venv/bin/python bench/bench_operator_memory.py soak [--seconds 1800] [--in-flight 4] [--tracemalloc]
 
 Needs the bed (`make bed`). The operator is `python -m kto_operator --namespace NS` (the integration tests'
 Operator); RSS is /proc/<pid>/status VmRSS in MB (10^6 bytes).
@@ -14,7 +14,8 @@ levels: a namespace with a ResourceQuota of 0 pods (Jobs exist, no pod runs). RS
 soak: a namespace where pods run (trainers sleep 1 s); `--in-flight` runs at a time, each deleted once it
   ended and replaced by a new one, for `--seconds`. RSS sampled every 10 s. Drift = median RSS of the last
   10 % of the soak against the median of the first 10 % after a warm-up (the first 20 % of the soak, at
-  least 60 s: imports, caches and pools fill up). Target: < 10 % over 30 minutes.
+  least 60 s: imports, caches and pools fill up). Target: < 10 % over 30 minutes. An object census (types by
+  count and bytes) is written after the warm-up and at the end (census.txt); `--tracemalloc` as above.
 """
 
 from __future__ import annotations
@@ -100,11 +101,23 @@ def levels(bed: Any, steps: list[int], settle_s: float, trace: bool, out: Path) 
         ns.delete()
 
 
-def soak(bed: Any, seconds: float, in_flight: int, out: Path) -> dict[str, Any]:
+def soak(bed: Any, seconds: float, in_flight: int, trace: bool, out: Path) -> dict[str, Any]:
     ns = BenchNamespace(bed, "bench-soak", no_pods=False)
     experiment = f"bench-soak-{ns.name}"
     out.mkdir(parents=True, exist_ok=True)
-    op = Operator(bed, ns.name, out)
+    # Object census (SIGUSR2) after the warm-up and at the end: what grows between them.
+    env = {"PYTHONPATH": str(MEMTRACE), "KTO_GC_CENSUS_OUT": str(out / "census.txt")}
+    if trace:
+        env["KTO_TRACEMALLOC_OUT"] = str(out / "tracemalloc.txt")
+    op = Operator(bed, ns.name, out, env=env)
+    warm = max(60.0, 0.2 * seconds)
+    censused = False
+
+    def dump() -> None:
+        assert op.proc is not None
+        op.proc.send_signal(signal.SIGUSR2)
+        if trace:
+            op.proc.send_signal(signal.SIGUSR1)
     samples: list[tuple[float, float]] = []
     done = 0
     counter = 0
@@ -128,17 +141,20 @@ def soak(bed: Any, seconds: float, in_flight: int, out: Path) -> dict[str, Any]:
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - start, rss_mb(op.proc.pid)[0]))
                 next_sample += 10
+                if not censused and samples[-1][0] >= warm:
+                    dump()
+                    censused = True
                 if len(samples) % 6 == 0:
                     print(f"  {samples[-1][0]:6.0f} s: RSS {samples[-1][1]:.1f} MB, {done} runs done", flush=True)
             time.sleep(1.0)  # churn pacing, not an assertion
-        warm = max(60.0, 0.2 * seconds)
+        dump()
         after = [rss for t, rss in samples if t >= warm]
         tenth = max(1, len(after) // 10)
         base, end = statistics.median(after[:tenth]), statistics.median(after[-tenth:])
         return {"seconds": seconds, "runs_done": done, "in_flight": in_flight, "warmup_s": warm,
                 "baseline_mb": base, "end_mb": end, "drift": round((end - base) / base, 4),
                 "max_mb": max(r for _, r in samples), "samples": samples,
-                "operator_tracebacks": tracebacks(op.log())}
+                "operator_tracebacks": tracebacks(op.log()), "census": str(out / "census.txt")}
     finally:
         op.stop()
         ns.delete()
@@ -172,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     sk = sub.add_parser("soak", help="RSS drift with runs churning")
     sk.add_argument("--seconds", type=float, default=1800.0)
     sk.add_argument("--in-flight", type=int, default=4)
+    sk.add_argument("--tracemalloc", action="store_true")
     for p in (lv, sk):
         p.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -190,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  at {top} TrainingRuns: {rss} MB (target <= {TARGET_MB:.0f} MB: {verdict})"
               f"; tracebacks in its log: {figures['operator_tracebacks']}")
     else:
-        figures = soak(bed, args.seconds, args.in_flight, out)
+        figures = soak(bed, args.seconds, args.in_flight, args.tracemalloc, out)
         verdict = "met" if figures["drift"] < DRIFT_TARGET else "MISSED"
         print(f"\nSoak {figures['seconds']:.0f} s, {figures['runs_done']} runs churned "
               f"({figures['in_flight']} in flight): RSS {figures['baseline_mb']:.1f} MB after warm-up -> "
