@@ -13,9 +13,10 @@ $(VENV)/.installed: requirements-dev.txt bed/pyproject.toml operator/pyproject.t
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-build:
+build: venv
 	bed/system-deps.sh
 	bed/build.sh all
+	$(PY) -m kto_bed.imagebuild
 
 bed: venv build
 	$(PY) -m kto_bed up

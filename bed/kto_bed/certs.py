@@ -11,6 +11,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import network
+from .network import NODE_NAME
+
 _VALIDITY = dt.timedelta(days=3650)
 
 
@@ -63,7 +66,8 @@ def _make_ca(pki: Path) -> None:
     (pki / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _issue(pki: Path, stem: str, cn: str, *, org: str | None = None, server: bool = False) -> None:
+def _issue(pki: Path, stem: str, cn: str, *, org: str | None = None, server: bool = False,
+           sans: list[x509.GeneralName] | None = None) -> None:
     ca_cert, ca_key = _load_ca(pki)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -79,25 +83,25 @@ def _issue(pki: Path, stem: str, cn: str, *, org: str | None = None, server: boo
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.DNSName("kubernetes"),
-                    x509.DNSName("kubernetes.default"),
-                    x509.DNSName("kubernetes.default.svc"),
-                    x509.DNSName("kubernetes.default.svc.cluster.local"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
-                ]
-            ),
-            critical=False,
-        )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write_key(pki / f"{stem}.key", key)
     (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
+
+def _ips(*addresses: str) -> list[x509.GeneralName]:
+    return [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+
+
+APISERVER_SANS: list[x509.GeneralName] = [
+    x509.DNSName("localhost"),
+    x509.DNSName("kubernetes"),
+    x509.DNSName("kubernetes.default"),
+    x509.DNSName("kubernetes.default.svc"),
+    x509.DNSName("kubernetes.default.svc.cluster.local"),
+    *_ips("127.0.0.1", network.BED_IP, network.KUBERNETES_SERVICE_IP),
+]
 
 # (file stem, common name, organization); organization is the Kubernetes group.
 CLIENTS = [
@@ -105,6 +109,8 @@ CLIENTS = [
     ("controller-manager", "system:kube-controller-manager", None),
     ("scheduler", "system:kube-scheduler", None),
     ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+    ("kubelet", f"system:node:{NODE_NAME}", "system:nodes"),
+    ("kube-proxy", "system:kube-proxy", None),
 ]
 
 
@@ -114,7 +120,10 @@ def ensure_pki(pki: Path) -> None:
     if not (pki / "ca.crt").exists():
         _make_ca(pki)
     if not (pki / "apiserver.crt").exists():
-        _issue(pki, "apiserver", "kube-apiserver", server=True)
+        _issue(pki, "apiserver", "kube-apiserver", server=True, sans=APISERVER_SANS)
+    if not (pki / "kubelet-serving.crt").exists():
+        _issue(pki, "kubelet-serving", NODE_NAME, server=True,
+               sans=[x509.DNSName(NODE_NAME), *_ips(network.BED_IP)])
     for stem, cn, org in CLIENTS:
         if not (pki / f"{stem}.crt").exists():
             _issue(pki, stem, cn, org=org)

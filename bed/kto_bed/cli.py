@@ -11,12 +11,14 @@ from pathlib import Path
 
 import psutil
 
-from . import controlplane, procs, services
+from . import controlplane, network, node, procs, registry, services
 from .controlplane import Ports, wait
 from .paths import BedPaths, k8s_bin
 
-ORDER_DOWN = ("node-agent", "mlflow", "minio", "kube-scheduler", "kube-controller-manager",
-              "kube-apiserver", "etcd")
+ORDER_DOWN = ("provisioner", "kube-proxy", "kubelet", "containerd", "mlflow", "minio", "registry",
+              "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+# One bed per machine: the bridge, the routing table, the firewall chain and the node's ports are global.
+OWNER_FILE = Path("/run/kto-bed.owner")
 
 
 def env_lines(paths: BedPaths, ports: Ports, creds: services.Credentials) -> dict[str, str]:
@@ -35,7 +37,7 @@ def node_ready(paths: BedPaths) -> bool:
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    from .node_agent import NODE_NAME
+    from .network import NODE_NAME
 
     try:
         api = config.new_client_from_config(str(paths.kubeconfig))
@@ -59,16 +61,46 @@ def default_sa_ready(paths: BedPaths) -> bool:
         return False
 
 
+def dns_ready(paths: BedPaths) -> bool:
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    try:
+        api = config.new_client_from_config(str(paths.kubeconfig))
+        dep = client.AppsV1Api(api).read_namespaced_deployment("coredns", "kube-system")
+    except (ApiException, OSError):
+        return False
+    return bool(dep.status.available_replicas)
+
+
+def claim_machine(paths: BedPaths) -> None:
+    """Refuse to start a second bed on this machine; a stale claim (no process of that bed) is taken over."""
+    try:
+        other = Path(OWNER_FILE.read_text().strip())
+    except OSError:
+        other = paths.root
+    if other != paths.root and procs.marked_processes(BedPaths(other)):
+        raise RuntimeError(f"a bed from {other} is running on this machine (one bed per machine: its network "
+                           f"{network.POD_CIDR} and node ports are global); run `make bed-down` there first")
+    OWNER_FILE.write_text(str(paths.root))
+
+
 def up(paths: BedPaths, ports: Ports) -> None:
     t0 = time.monotonic()
     paths.root.mkdir(parents=True, exist_ok=True)
+    claim_machine(paths)
     creds = services.Credentials.ensure(paths.secrets)
+    network.up()
+    registry.ensure_registry(paths)
     controlplane.start(paths, ports)
     services.start_minio(paths, ports, creds)
-    _start_agent(paths)
+    node.start(paths, ports)
+    _start_provisioner(paths)
     services.start_mlflow(paths, ports, creds)
-    wait(lambda: node_ready(paths), 60, "node kto-bed-node", paths.logs / "node-agent.log")
+    wait(lambda: node_ready(paths), 120, f"node {network.NODE_NAME}", paths.logs / "kubelet.log")
     wait(lambda: default_sa_ready(paths), 60, "default ServiceAccount", paths.logs / "kube-controller-manager.log")
+    node.apply_cluster_addons(paths)
+    wait(lambda: dns_ready(paths), 180, "CoreDNS (kube-system/coredns)", paths.logs / "kubelet.log")
     env = env_lines(paths, ports, creds)
     text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     # kubectl of the pinned release first on PATH, so `. .bed/env && kubectl ...` talks to this bed.
@@ -110,25 +142,34 @@ def start_component(paths: BedPaths, ports: Ports, name: str) -> None:
         "kube-scheduler": lambda: controlplane.start_scheduler(paths, ports),
         "minio": lambda: services.start_minio(paths, ports, creds),
         "mlflow": lambda: services.start_mlflow(paths, ports, creds),
-        "node-agent": lambda: _start_agent(paths),
+        "registry": lambda: registry.ensure_registry(paths),
+        "containerd": lambda: node.start_containerd(paths),
+        "kubelet": lambda: node.start_kubelet(paths),
+        "kube-proxy": lambda: node.start_kube_proxy(paths),
+        "provisioner": lambda: _start_provisioner(paths),
     }
     starters[name]()
     _held(paths, name).unlink(missing_ok=True)
 
 
-def _start_agent(paths: BedPaths) -> None:
-    if not procs.is_running(paths, "node-agent"):
-        procs.start(paths, "node-agent", [sys.executable, "-m", "kto_bed.node_agent", "--state", str(paths.root)])
+def _start_provisioner(paths: BedPaths) -> None:
+    if not procs.is_running(paths, "provisioner"):
+        procs.start(paths, "provisioner", [sys.executable, "-m", "kto_bed.provisioner", "--state", str(paths.root)])
 
 
 def down(paths: BedPaths) -> int:
+    node.stop(paths)
     left = procs.stop_everything(paths, ORDER_DOWN)
+    network.down()
     for held in paths.pids.glob("*.held") if paths.pids.exists() else ():
         held.unlink(missing_ok=True)
-    if left:
-        print(f"warning: {left} bed processes still alive", file=sys.stderr)
+    if OWNER_FILE.exists() and OWNER_FILE.read_text().strip() == str(paths.root):
+        OWNER_FILE.unlink()
+    rest = network.leftovers() + node.leftovers(paths)
+    if left or rest:
+        print(f"warning: {left} bed processes still alive; left behind: {rest}", file=sys.stderr)
         return 1
-    print("bed stopped: no bed process left")
+    print("bed stopped: no bed process, mount, interface, route or firewall rule left")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import procs
+from .network import BED_IP, POD_CIDR, SERVICE_CIDR
 from .certs import ensure_pki
 from .paths import BedPaths, k8s_bin
 
@@ -28,6 +29,9 @@ class Ports:
     controller_manager: int = 10257
     scheduler: int = 10259
     kubelet: int = 10250
+    kubelet_healthz: int = 10248
+    kube_proxy_metrics: int = 10249
+    kube_proxy_healthz: int = 10256
     minio: int = 19000
     minio_console: int = 19001
     mlflow: int = 15000
@@ -41,7 +45,6 @@ class Ports:
         return cls(**{k: v + off for k, v in cls().__dict__.items()})
 
 
-SERVICE_CIDR = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -64,7 +67,7 @@ def write_kubeconfig(path: Path, paths: BedPaths, ports: Ports, user: str, *, to
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kto-bed", "cluster": {
-            "server": f"https://127.0.0.1:{ports.apiserver}",
+            "server": apiserver_url(ports),
             "certificate-authority": str(pki / "ca.crt")}}],
         "users": [{"name": user, "user": cred}],
         "contexts": [{"name": "kto-bed", "context": {"cluster": "kto-bed", "user": user}}],
@@ -72,6 +75,10 @@ def write_kubeconfig(path: Path, paths: BedPaths, ports: Ports, user: str, *, to
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     path.chmod(0o600)
+
+
+def apiserver_url(ports: Ports) -> str:
+    return f"https://{BED_IP}:{ports.apiserver}"
 
 
 def _ssl_context(paths: BedPaths) -> ssl.SSLContext:
@@ -82,7 +89,7 @@ def _ssl_context(paths: BedPaths) -> ssl.SSLContext:
 
 def apiserver_ready(paths: BedPaths, ports: Ports) -> bool:
     try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{ports.apiserver}/readyz",
+        with urllib.request.urlopen(f"{apiserver_url(ports)}/readyz",
                                     context=_ssl_context(paths), timeout=2) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
@@ -132,7 +139,9 @@ def start_apiserver(paths: BedPaths, ports: Ports) -> None:
     procs.start(paths, "kube-apiserver", [
         str(k8s_bin("kube-apiserver")),
         f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        # The bed's address (the pod bridge's): reachable from the host and, as the `kubernetes` Service's
+        # endpoint, from pods.
+        f"--bind-address={BED_IP}", f"--advertise-address={BED_IP}",
         f"--secure-port={ports.apiserver}",
         f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
@@ -147,8 +156,6 @@ def start_apiserver(paths: BedPaths, ports: Ports) -> None:
         f"--kubelet-certificate-authority={pki / 'ca.crt'}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
-        # Loopback is not a valid Endpoints address; nothing routes Services here anyway.
-        "--endpoint-reconciler-type=none",
         "--profiling=false", "--v=1",
     ])
     wait(lambda: apiserver_ready(paths, ports), 90, "kube-apiserver", paths.logs / "kube-apiserver.log")
@@ -169,7 +176,7 @@ def start_controller_manager(paths: BedPaths, ports: Ports) -> None:
         f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
         "--use-service-account-credentials=true",
         "--controllers=*",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}", f"--cluster-cidr={POD_CIDR}",
         "--leader-elect=false", "--v=1",
     ])
 

@@ -85,6 +85,14 @@ def minio_bin() -> Path:
     return cache_dir() / f"minio-{pinned_versions()['MINIO_VERSION']}" / "minio"
 
 
+def containerd_bin(name: str) -> Path:
+    return cache_dir() / f"containerd-{pinned_versions()['CONTAINERD_VERSION']}" / name
+
+
+def coredns_bin() -> Path:
+    return cache_dir() / f"coredns-{pinned_versions()['COREDNS_VERSION']}" / "coredns"
+
+
 def venv_bin() -> Path:
     """The bin/ folder of the interpreter running the bed: pods' `python` resolves here."""
     return Path(sys.executable).parent

@@ -1,4 +1,5 @@
-"""MinIO (built from Go) and the MLflow tracking server, on loopback, with generated credentials."""
+"""MinIO (built from Go) and the MLflow tracking server on the bed's address (host and pods reach them), with
+generated credentials."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from . import procs
 from .controlplane import Ports, wait
+from .network import BED_IP
 from .paths import BedPaths, minio_bin
 
 ARTIFACT_BUCKET = "mlflow-artifacts"
@@ -45,11 +47,11 @@ def _http_ok(url: str) -> bool:
 
 
 def s3_endpoint(ports: Ports) -> str:
-    return f"http://127.0.0.1:{ports.minio}"
+    return f"http://{BED_IP}:{ports.minio}"
 
 
 def tracking_uri(ports: Ports) -> str:
-    return f"http://127.0.0.1:{ports.mlflow}"
+    return f"http://{BED_IP}:{ports.mlflow}"
 
 
 def start_minio(paths: BedPaths, ports: Ports, creds: Credentials) -> None:
@@ -59,7 +61,7 @@ def start_minio(paths: BedPaths, ports: Ports, creds: Credentials) -> None:
         data = paths.data / "minio"
         data.mkdir(parents=True, exist_ok=True)
         procs.start(paths, "minio", [
-            str(minio_bin()), "server", str(data), f"--address=127.0.0.1:{ports.minio}",
+            str(minio_bin()), "server", str(data), f"--address={BED_IP}:{ports.minio}",
             f"--console-address=127.0.0.1:{ports.minio_console}", "--quiet",
         ], env={"MINIO_ROOT_USER": creds.access_key, "MINIO_ROOT_PASSWORD": creds.secret_key,
                 "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"})
@@ -92,7 +94,7 @@ def start_mlflow(paths: BedPaths, ports: Ports, creds: Credentials) -> None:
         store.mkdir(parents=True, exist_ok=True)
         procs.start(paths, "mlflow", [
             sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(ports.mlflow),
+            "--host", BED_IP, "--port", str(ports.mlflow),
             "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
             # The server proxies artifacts, so clients (and pods) need no S3 credentials for them.
             "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}",
