@@ -34,8 +34,12 @@ from typing import Any
 from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `tests.helpers` lives at the repo root
+    sys.path.insert(0, str(REPO))
+from tests.helpers import sleep_command  # noqa: E402
+
 GROUP, VERSION, PLURAL = "kto.dev", "v1alpha1", "powerschedules"
-SLEEPER = ["python", "-c", "import time; time.sleep(3600)"]
+SLEEPER = sleep_command(3600)
 
 
 def bed_env() -> dict[str, str]:

@@ -97,6 +97,23 @@ def namespace(bed: Bed) -> Iterator[str]:
     core.delete_namespace(name, propagation_policy="Background")
 
 
+RESTRICTED_LABELS = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+@pytest.fixture
+def openshift_namespace(bed: Bed) -> Iterator[str]:
+    """A namespace like a Developer Sandbox project: arbitrary UIDs from its range, PSS restricted enforced."""
+    from kto_bed.node import OPENSHIFT_ANNOTATIONS
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(bed.api())
+    core.create_namespace({"metadata": {"name": name, "annotations": OPENSHIFT_ANNOTATIONS,
+                                        "labels": {"kto.dev/test": "true", **RESTRICTED_LABELS}}})
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
 @pytest.fixture(scope="session")
 def s3(bed: Bed):  # type: ignore[no-untyped-def]
     import boto3

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
+# The test-only trainer image (tests/images/standin-trainer): non-root, mlflow, `python -m kto_bed.standin_trainer`.
+STANDIN_IMAGE = "kto-standin-trainer:1"
 # Figures measured by reliability tests (outage lengths, convergence times): printed again in pytest's
 # terminal summary, because a passing test's own output is captured and hidden.
 FIGURES: list[str] = []
@@ -35,6 +37,14 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60.0, desc: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {desc}; last value: {last!r}")
         time.sleep(interval)
+
+
+def sleep_command(seconds: float, exit_code: int = 0) -> list[str]:
+    """A container command that sleeps, then exits. As a container's PID 1 a process ignores SIGTERM unless it
+    handles it, so this one does, exiting 143 at once like a well-behaved program."""
+    code = (f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+            f"time.sleep({seconds}); sys.exit({exit_code})")
+    return ["python", "-c", code]
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """`make demo`: from a fresh machine to a Succeeded TrainingRun with metrics, then the platform off and on.
 
-Everything runs on the local bed (real Kubernetes control plane; the node agent runs pods as local
-processes): the shipped platform manifests (MySQL, MinIO, MLflow), the shipped operator Deployment on its
+Everything runs on the local bed (real Kubernetes control plane and node: kubelet, containerd, our images
+from our Dockerfiles): the shipped platform manifests (MySQL, MinIO, MLflow), the shipped operator Deployment on its
 own ServiceAccount, the shipped examples (TrainingRun + PowerSchedule) with a small-machine overlay.
 """
 
@@ -19,12 +19,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import cli
 from .controlplane import Ports
+from .node import OPENSHIFT_ANNOTATIONS
 from .paths import BedPaths, k8s_bin, repo_root
 
 NAMESPACE = "kto-demo"
@@ -38,58 +38,14 @@ class DemoError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class PlatformPorts:
-    """Loopback ports of one platform instance (pods share 127.0.0.1 on the bed). The defaults are the
-    ones written in manifests/platform/bed and demo/; another set lets a second platform run beside it."""
-
-    mysql: int = 23306
-    minio: int = 29000
-    minio_console: int = 29001
-    mlflow: int = 25000
-    operator_metrics: int = 28080
-    operator_health: int = 28081
-
-    @property
-    def mlflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.mlflow}"
-
-    @property
-    def s3_url(self) -> str:
-        return f"http://127.0.0.1:{self.minio}"
-
-
-def _json6902(kind: str, name: str, ops: list[tuple[str, object]]) -> dict[str, Any]:
-    patch = [{"op": "replace", "path": path, "value": value} for path, value in ops]
-    return {"target": {"kind": kind, "name": name}, "patch": json.dumps(patch)}
-
-
-def write_overlays(root: Path, repo: Path, ports: PlatformPorts, epochs: int | None) -> None:
-    """Kustomize overlays on top of the committed bed/demo ones, with this instance's ports."""
-    c = "/spec/template/spec/containers/0"
+def write_overlays(root: Path, repo: Path, mlflow_ui: str, epochs: int | None) -> None:
+    """Kustomize overlays on top of the committed demo ones: the MLflow UI address the host can open, and
+    the epochs when a test asks for fewer."""
     layers: dict[str, tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = {
-        "platform": ("manifests/platform/bed", [
-            _json6902("ConfigMap", "kto-platform-config", [
-                ("/data/KTO_MYSQL_PORT", str(ports.mysql)), ("/data/KTO_MINIO_PORT", str(ports.minio)),
-                ("/data/KTO_MINIO_CONSOLE_PORT", str(ports.minio_console)),
-                ("/data/KTO_S3_ENDPOINT", ports.s3_url), ("/data/KTO_MLFLOW_PORT", str(ports.mlflow))]),
-            _json6902("StatefulSet", "mysql", [(f"{c}/ports/0/containerPort", ports.mysql)]),
-            _json6902("Deployment", "minio", [(f"{c}/ports/0/containerPort", ports.minio),
-                                              (f"{c}/ports/1/containerPort", ports.minio_console)]),
-            _json6902("Deployment", "mlflow", [(f"{c}/ports/0/containerPort", ports.mlflow)]),
-        ], []),
-        "operator": ("demo/operator", [
-            _json6902("Deployment", "kto-operator", [
-                (f"{c}/args/1", f"--liveness=http://127.0.0.1:{ports.operator_health}/healthz"),
-                (f"{c}/ports/0/containerPort", ports.operator_metrics),
-                (f"{c}/ports/1/containerPort", ports.operator_health)]),
-        ], [{"name": "kto-operator-config", "behavior": "merge", "literals": [
-            f"KTO_MLFLOW_TRACKING_URI={ports.mlflow_url}", f"KTO_MLFLOW_UI_URL={ports.mlflow_url}",
-            f"KTO_METRICS_PORT={ports.operator_metrics}"]}]),
-        "examples": ("demo/examples", [
-            _json6902("TrainingRun", RUN, [("/spec/s3/endpoint", ports.s3_url)]
-                      + ([("/spec/parameters/epochs", epochs)] if epochs else [])),
-        ], []),
+        "operator": ("demo/operator", [], [{"name": "kto-operator-config", "behavior": "merge",
+                                            "literals": [f"KTO_MLFLOW_UI_URL={mlflow_ui}"]}]),
+        "examples": ("demo/examples", [{"target": {"kind": "TrainingRun", "name": RUN}, "patch": json.dumps(
+            [{"op": "replace", "path": "/spec/parameters/epochs", "value": epochs}])}] if epochs else [], []),
     }
     for name, (base, patches, generators) in layers.items():
         folder = root / name
@@ -104,12 +60,11 @@ def write_overlays(root: Path, repo: Path, ports: PlatformPorts, epochs: int | N
 
 class Demo:
     def __init__(self, paths: BedPaths, ports: Ports, namespace: str, out: Any = sys.stdout,
-                 platform: PlatformPorts | None = None, epochs: int | None = None) -> None:
+                 epochs: int | None = None) -> None:
         self.paths, self.ports, self.ns, self.out = paths, ports, namespace, out
-        self.platform = platform or PlatformPorts()
+        self.epochs = epochs
         self.repo = repo_root()
         self.overlays = paths.root / "demo" / namespace
-        write_overlays(self.overlays, self.repo, self.platform, epochs)
         self.env = {**os.environ, "KUBECONFIG": str(paths.kubeconfig),
                     "PATH": f"{k8s_bin('kubectl').parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.tty = out.isatty()
@@ -120,6 +75,12 @@ class Demo:
 
     def step(self, n: int, text: str) -> None:
         self.say(f"\n== {n}. {text}")
+
+    def kubectl_apply(self, obj: dict[str, Any]) -> None:
+        done = subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(obj), env=self.env, text=True,
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            raise DemoError(f"kubectl apply failed: {done.stderr.strip()}")
 
     def kubectl(self, *args: str, show: bool = False, check: bool = True) -> str:
         if show:
@@ -167,19 +128,33 @@ class Demo:
         want = obj.get("spec", {}).get("replicas", 1)
         return bool(obj) and obj.get("status", {}).get("readyReplicas", 0) >= want > 0
 
+    def service_url(self, name: str, port: int) -> str:
+        """The Service's address, which the host reaches through kube-proxy like a pod does."""
+        ip = self.kubectl("get", "service", name, "-n", self.ns, "-o", "jsonpath={.spec.clusterIP}")
+        return f"http://{ip}:{port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.service_url("mlflow", 5000)
+
     def start_platform(self) -> None:
-        self.kubectl("create", "namespace", self.ns, check=False)
+        # A project like the Developer Sandbox's: pods get an arbitrary UID of its range (the bed's
+        # admission does what OpenShift's restricted-v2 does), restricted Pod Security enforced.
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": self.ns, "annotations": OPENSHIFT_ANNOTATIONS,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+        self.kubectl_apply(namespace)
         self.kubectl("apply", "--server-side", "-k", "manifests/crds", show=True)
         self.kubectl("wait", "--for=condition=Established", "crd/trainingruns.kto.dev", "crd/powerschedules.kto.dev")
         self.platform_secrets()
-        self.kubectl("apply", "-n", self.ns, "-k", str(self.overlays / "platform"), show=True)
+        self.kubectl("apply", "-n", self.ns, "-k", "manifests/platform/bed", show=True)
         for kind, name in (("statefulset", "mysql"), ("deployment", "minio"), ("deployment", "mlflow")):
             self.wait(functools.partial(self.ready, kind, name), 300, f"{kind}/{name} Ready")
             self.say(f"   {kind}/{name} Ready")
 
     def upload_dataset(self, count: int) -> None:
         creds = self.platform_secrets()
-        env = {**self.env, "MLFLOW_S3_ENDPOINT_URL": self.platform.s3_url,
+        env = {**self.env, "MLFLOW_S3_ENDPOINT_URL": self.service_url("minio", 9000),
                "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],
                "AWS_SECRET_ACCESS_KEY": creds["AWS_SECRET_ACCESS_KEY"], "AWS_DEFAULT_REGION": "us-east-1"}
         cmd = [sys.executable, "-m", "kto_trainer.dataset_tool", "--source", "digits", "--count", str(count),
@@ -191,6 +166,7 @@ class Demo:
         self.say("   " + (done.stdout.strip().splitlines() or ["uploaded"])[-1])
 
     def start_operator(self) -> None:
+        write_overlays(self.overlays, self.repo, self.mlflow_url, self.epochs)
         self.kubectl("apply", "-n", self.ns, "-k", str(self.overlays / "operator"), show=True)
         self.wait(lambda: self.ready("deployment", "kto-operator"), 180, "deployment/kto-operator Ready")
         self.say("   operator running in a pod with ServiceAccount kto-operator (shipped Role only)")
@@ -270,7 +246,7 @@ class Demo:
         self.power("off")
         self.wait(lambda: not self.platform_pods(), 120, "the platform's pods to stop")
         self.kubectl("get", "deployments,statefulsets", "-n", self.ns, show=True)
-        url = self.platform.mlflow_url
+        url = self.mlflow_url
         self.say(f"MLflow at {url}: {'reachable' if mlflow_up(url) else 'unreachable (asleep)'}")
         self.power("on")
         after = self.replicas()
@@ -316,15 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     demo = Demo(paths, ports, args.namespace)
     try:
-        demo.step(1, "Local bed (real kube-apiserver, controller-manager, scheduler, etcd; node agent)")
+        demo.step(1, "Local bed (real kube-apiserver, controller-manager, scheduler, etcd; kubelet + containerd)")
         cli.up(paths, ports)
         run_all(demo, args.count, args.timeout)
     except (DemoError, TimeoutError, RuntimeError) as exc:
-        print(f"\ndemo failed: {exc}\nlogs: {paths.logs}/ and {paths.pods}/", file=sys.stderr)
+        print(f"\ndemo failed: {exc}\nlogs: {paths.logs}/ and `kubectl logs -n {args.namespace} ...`",
+              file=sys.stderr)
         return 1
     demo.step(7, f"Done in {time.monotonic() - t0:.0f} s. Everything is still running:")
     demo.say(f"   . .bed/env && kubectl get tr,power,pods -n {args.namespace}")
-    demo.say(f"   MLflow UI: {demo.platform.mlflow_url}")
+    demo.say(f"   MLflow UI: {demo.mlflow_url}")
     demo.say("   stop it all: make bed-down")
     return 0
 

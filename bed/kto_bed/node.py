@@ -24,6 +24,10 @@ from .paths import BED_DIR, BedPaths, containerd_bin, k8s_bin, pinned_versions
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
 COREDNS_IMAGE = f"registry.k8s.io/coredns/coredns:{pinned_versions()['COREDNS_VERSION']}"
 NETNS_DIR = Path("/var/run/netns")  # where containerd's CRI pins pod network namespaces
+# What OpenShift writes on every project; the bed's admission policies (manifests/openshift-uids.yaml) then
+# give pods that set no UID the range's first one, in group 0, as restricted-v2 does.
+OPENSHIFT_ANNOTATIONS = {"openshift.io/sa.scc.uid-range": "1000680000/10000",
+                         "openshift.io/sa.scc.supplemental-groups": "1000680000/10000"}
 CNI_BIN = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
 

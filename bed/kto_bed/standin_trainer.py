@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -69,8 +70,14 @@ def _log_missing_params(run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=missing)
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # As a container's PID 1 the default action of SIGTERM is to ignore it: exit like a killed process.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     import mlflow
 
     _say(f"standin trainer: epochs={args.epochs} sleep={args.sleep} run={os.environ.get('MLFLOW_RUN_ID', '-')}")

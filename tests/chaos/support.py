@@ -1,5 +1,5 @@
-"""Shared by the reliability tests: cheap TrainingRuns (pods that only sleep, so the bed's node agent and
-MLflow stay calm), the end-state check every scenario ends with, and operator-log checks.
+"""Shared by the reliability tests: cheap TrainingRuns (pods that only sleep, so the node and MLflow stay
+calm), the end-state check every scenario ends with, and operator-log checks.
 
 The end state of a scenario, per TrainingRun: the expected final phase, exactly one Job owned by it,
 exactly one MLflow run tagged with its UID (the one in status.mlflow.runId), and that run closed with
@@ -18,9 +18,9 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from tests.helpers import STANDIN_IMAGE, sleep_command
 from tests.integration.operator_fixtures import Runs, mlflow_client
 
-SLEEPER_IMAGE = "python:3.11"
 MLFLOW_STATUS = {"Succeeded": "FINISHED", "Failed": "FAILED", "Cancelled": "KILLED"}
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -28,8 +28,7 @@ TRACEBACK = "Traceback (most recent call last)"
 def sleeper(seconds: float = 0.0, exit_code: int = 0) -> dict[str, Any]:
     """Spec of a run whose trainer sleeps, then exits (no MLflow traffic from the pod: the operator alone
     creates and closes the MLflow run)."""
-    code = f"import sys, time; time.sleep({seconds}); sys.exit({exit_code})"
-    return {"image": SLEEPER_IMAGE, "command": ["python", "-c", code]}
+    return {"image": STANDIN_IMAGE, "command": sleep_command(seconds, exit_code)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,11 +19,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import STANDIN_IMAGE, free_port, wait_for
 from tests.helpers import http_ok as _http_ok
 
 GROUP, VERSION, PLURAL = "kto.dev", "v1alpha1", "trainingruns"
-STANDIN = "kto-standin-trainer:1"
+STANDIN = STANDIN_IMAGE
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 CRD_FILE = "crds/trainingrun.yaml"
 
@@ -229,15 +229,18 @@ class MlflowServer:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
+        from kto_bed.network import BED_IP
+
+        # On the bed's address, like the bed's own MLflow: the trainer pods log to it too.
+        self.host, self.port = BED_IP, free_port()
+        self.uri = f"http://{self.host}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         log = (self.work / "mlflow.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "mlflow", "server", "--host", self.host, "--port", str(self.port),
              "--backend-store-uri", f"sqlite:///{self.work / 'mlflow.db'}",
              "--artifacts-destination", f"file://{self.work / 'artifacts'}", "--workers", "1"],
             cwd=self.work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -14,11 +14,11 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, sleep_command, wait_for
 from tests.helpers import http_ok as _http_ok
 
 GROUP, VERSION, PLURAL = "kto.dev", "v1alpha1", "powerschedules"
-SLEEPER = ["python", "-c", "import time; time.sleep(3600)"]
+SLEEPER = sleep_command(3600)
 
 
 

@@ -1,4 +1,4 @@
-"""Proof that the bed is real: each test exercises a real Kubernetes controller or server."""
+"""Proof that the bed is real: each test exercises a real Kubernetes controller, the real node or a server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.helpers import wait_for
+from tests.helpers import sleep_command, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +44,9 @@ def test_job_completes_through_real_job_controller(bed, namespace):
     batch.create_namespaced_job(namespace, _job("answer", ["python", "-c", "print(42)"]))
     wait_for(lambda: _job_condition(batch, namespace, "answer", "Complete"), 90, "Job Complete")
     term = _terminated(core, namespace, "answer")
-    assert term is not None and term.exit_code == 0
-    assert "42" in (term.message or "")
+    assert term is not None and term.exit_code == 0 and term.reason == "Completed"
     assert _job_pod(core, namespace, "answer").status.phase == "Succeeded"
+    assert bed.kubectl("logs", "-n", namespace, "job/answer").stdout.strip() == "42"
 
 
 def test_exit_code_fails_job(bed, namespace):
@@ -66,8 +66,9 @@ def test_memory_limit_gives_oomkilled(bed, namespace):
     assert term.reason == "OOMKilled" and term.exit_code == 137
 
 
-def test_unmapped_image_is_err_image_pull(bed, namespace):
+def test_missing_image_is_err_image_pull(bed, namespace):
     batch, core = client.BatchV1Api(bed.api()), client.CoreV1Api(bed.api())
+    # Any registry resolves to the bed's own (nothing is pulled from outside): a name it lacks fails the pull.
     batch.create_namespaced_job(namespace, _job("nope", ["true"], image="registry.invalid/nope:1"))
 
     def waiting_reason() -> str | None:
@@ -85,7 +86,7 @@ def test_unmapped_image_is_err_image_pull(bed, namespace):
 def test_background_delete_kills_process(bed, namespace):
     batch, core = client.BatchV1Api(bed.api()), client.CoreV1Api(bed.api())
     marker = uuid.uuid4().hex
-    sleeper = ["python", "-c", f"import time; time.sleep(600)  # {marker}"]
+    sleeper = [*sleep_command(600)[:2], f"{sleep_command(600)[2]}  # {marker}"]
     batch.create_namespaced_job(namespace, _job("sleeper", sleeper))
 
     def process() -> psutil.Process | None:
@@ -167,7 +168,7 @@ def test_deployment_scales_down_and_up(bed, namespace):
         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels},
             "spec": {"containers": [{"name": "idle", "image": "python:3.11",
-                                     "command": ["python", "-c", "import time; time.sleep(3600)"]}]}}}})
+                                     "command": sleep_command(3600)}]}}}})
 
     def running(n: int) -> bool:
         pods = core.list_namespaced_pod(namespace, label_selector="app=idle").items
@@ -207,40 +208,49 @@ def test_server_is_the_pinned_release_and_node_ready(bed):
 
     from kto_bed.paths import pinned_versions
 
+    pinned = pinned_versions()
     version = json.loads(bed.kubectl("version", "-o", "json").stdout)
-    assert version["serverVersion"]["gitVersion"] == pinned_versions()["K8S_VERSION"]
+    assert version["serverVersion"]["gitVersion"] == pinned["K8S_VERSION"]
     nodes = json.loads(bed.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     ready = {c["type"]: c["status"] for c in nodes[0]["status"]["conditions"]}
     assert ready["Ready"] == "True"
+    wide = bed.kubectl("get", "nodes", "-o", "wide").stdout
+    assert f"containerd://{pinned['CONTAINERD_VERSION'].lstrip('v')}" in wide, wide
+    assert pinned["K8S_VERSION"] in wide, wide
 
 
 def test_kubectl_logs_reads_the_pod_log_through_the_apiserver(bed, namespace):
     batch = client.BatchV1Api(bed.api())
-    batch.create_namespaced_job(namespace, _job("talker", ["python", "-c",
-                                                           "import time; print('hello from pod', flush=True); "
-                                                           "time.sleep(600)"]))
+    batch.create_namespaced_job(namespace, _job("talker", ["sh", "-c", "echo hello from pod; exec sleep 600"]))
     out = wait_for(lambda: "hello from pod" in bed.kubectl("logs", "-n", namespace, "job/talker",
                                                            check=False).stdout, 90, "kubectl logs")
     assert out
 
 
+def test_kubectl_exec_runs_in_the_container(bed, namespace):
+    core = client.CoreV1Api(bed.api())
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "shell"}, "spec": {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "c", "image": "python:3.11", "command": ["sleep", "600"]}]}})
+    wait_for(lambda: core.read_namespaced_pod("shell", namespace).status.phase == "Running", 90, "Running")
+    done = bed.kubectl("exec", "-n", namespace, "shell", "--", "sh", "-c", "echo $HOSTNAME; cat /proc/1/cmdline")
+    assert done.stdout.splitlines()[0] == "shell"
+    assert done.stdout.splitlines()[1].startswith("sleep")
+
+
 def test_readiness_probe_gates_pod_ready(bed, namespace):
     core = client.CoreV1Api(bed.api())
-    flag = f"/tmp/kto-ready-{uuid.uuid4().hex}"
-    core.create_namespaced_pod(namespace, {"metadata": {"name": "probed"}, "spec": {"containers": [{
-        "name": "c", "image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(600)"],
-        "readinessProbe": {"exec": {"command": ["test", "-f", flag]}, "periodSeconds": 1}}]}})
+    flag = "/tmp/ready"
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "probed"}, "spec": {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "c", "image": "python:3.11", "command": ["sleep", "600"],
+                        "readinessProbe": {"exec": {"command": ["test", "-f", flag]}, "periodSeconds": 1}}]}})
 
     def ready() -> bool:
         pod = core.read_namespaced_pod("probed", namespace)
         return bool(pod.status.container_statuses and pod.status.container_statuses[0].ready)
 
-    wait_for(lambda: core.read_namespaced_pod("probed", namespace).status.phase == "Running", 60, "Running")
+    wait_for(lambda: core.read_namespaced_pod("probed", namespace).status.phase == "Running", 90, "Running")
     assert not ready()
-    open(flag, "w").close()
-    try:
-        wait_for(ready, 30, "readiness probe passing")
-    finally:
-        import os
-
-        os.unlink(flag)
+    bed.kubectl("exec", "-n", namespace, "probed", "--", "touch", flag)
+    wait_for(ready, 30, "readiness probe passing")

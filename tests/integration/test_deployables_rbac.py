@@ -20,15 +20,15 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.helpers import STANDIN_IMAGE, sleep_command, wait_for
 from tests.helpers import free_port as _free_port
 from tests.helpers import http_ok as _http_ok
-from tests.helpers import wait_for
-from tests.integration.deployables_support import label_restricted, of_kind, render, workspace
+from tests.integration.deployables_support import of_kind, render, workspace
 
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION = "kto.dev", "v1alpha1"
-SLEEPER = ["python", "-c", "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(1e6)"]
+SLEEPER = sleep_command(1e6)
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                         "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -95,12 +95,13 @@ class TokenOperator:
 
 
 @pytest.fixture
-def rbac_ns(bed: Any, namespace: str, tmp_path: Path) -> str:
-    """The test namespace, enforcing `restricted`, with the shipped ServiceAccount, Role and RoleBinding."""
+def rbac_ns(bed: Any, openshift_namespace: str, tmp_path: Path) -> str:
+    """An OpenShift-like namespace (arbitrary UIDs, `restricted` enforced) with the shipped ServiceAccount,
+    Role and RoleBinding."""
+    namespace = openshift_namespace
     bed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(bed.repo / "crds"))
     for crd in ("trainingruns.kto.dev", "powerschedules.kto.dev"):
         bed.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    label_restricted(bed, namespace)
     docs = of_kind(render(bed, workspace(bed.repo, tmp_path / "ws"), "operator"),
                    "ServiceAccount", "Role", "RoleBinding")
     assert len(docs) == 3
@@ -217,7 +218,7 @@ def test_operator_runs_on_the_shipped_role_alone(bed: Any, rbac_ns: str, sa_api:
         # A TrainingRun to Succeeded: MLflow run, Job, restricted trainer pod, status and metrics.
         _cr(bed).create_namespaced_custom_object(GROUP, VERSION, ns, "trainingruns", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "metadata": {"name": "rbac-run"},
-            "spec": {"image": "kto-standin-trainer:1", "experiment": f"rbac-{ns}",
+            "spec": {"image": STANDIN_IMAGE, "experiment": f"rbac-{ns}",
                      "parameters": {"epochs": 2, "sleep": 0.2},
                      "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}}}})
         status = wait_for(lambda: (s := _run_status(bed, ns, "rbac-run")).get("phase") in
@@ -244,21 +245,15 @@ def test_operator_runs_on_the_shipped_role_alone(bed: Any, rbac_ns: str, sa_api:
 
 def test_operator_deployment_from_the_manifests_runs_a_training(bed: Any, rbac_ns: str, tmp_path: Path) -> None:
     """manifests/operator as shipped (Deployment, ConfigMap, probe, POD_NAMESPACE, its ServiceAccount's
-    token in the pod) on the bed: Ready without restarts, metrics served, a TrainingRun Succeeded. Only
-    what the bed needs changes: free host ports (bed pods share one network) and the bed's MLflow URL."""
+    token in the pod) on the bed, the kto-operator image under the namespace's arbitrary UID: Ready without
+    restarts, metrics served, a TrainingRun Succeeded. Only the MLflow URL changes (the bed's own MLflow)."""
     import mlflow
 
     ns = rbac_ns
-    metrics, liveness = _free_port(), _free_port()
     docs = render(bed, workspace(bed.repo, tmp_path / "ws2"), "operator")
     for doc in docs:
         if doc["kind"] == "ConfigMap":
-            doc["data"].update(KTO_METRICS_PORT=str(metrics), KTO_MLFLOW_TRACKING_URI=bed.env["MLFLOW_TRACKING_URI"])
-        if doc["kind"] == "Deployment":
-            c = doc["spec"]["template"]["spec"]["containers"][0]
-            c["args"] = [f"--liveness=http://0.0.0.0:{liveness}/healthz" if a.startswith("--liveness=") else a
-                         for a in c["args"]]
-            c["ports"] = [{"name": "metrics", "containerPort": metrics}, {"name": "healthz", "containerPort": liveness}]
+            doc["data"].update(KTO_MLFLOW_TRACKING_URI=bed.env["MLFLOW_TRACKING_URI"])
     applied = bed.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs), check=False)
     assert applied.returncode == 0 and "PodSecurity" not in applied.stderr, applied.stderr
     core, apps = client.CoreV1Api(bed.api()), client.AppsV1Api(bed.api())
@@ -267,19 +262,21 @@ def test_operator_deployment_from_the_manifests_runs_a_training(bed: Any, rbac_n
         return bed.kubectl("logs", "-n", ns, "deploy/kto-operator", "--tail=60", check=False).stdout
 
     wait_for(lambda: (apps.read_namespaced_deployment("kto-operator", ns).status.ready_replicas or 0) == 1,
-             90, "operator Deployment Ready")
-    wait_for(lambda: _http_ok(f"http://127.0.0.1:{liveness}/healthz"), 30, "kopf liveness endpoint")
+             120, "operator Deployment Ready")
+    (pod,) = core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=kto-operator").items
+    assert pod.spec.security_context.run_as_user == 1000680000
+    wait_for(lambda: _http_ok(f"http://{pod.status.pod_ip}:8081/healthz"), 30, "kopf liveness endpoint")
     try:
         _cr(bed).create_namespaced_custom_object(GROUP, VERSION, ns, "trainingruns", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "metadata": {"name": "in-pod"},
-            "spec": {"image": "kto-standin-trainer:1", "experiment": f"in-pod-{ns}",
+            "spec": {"image": STANDIN_IMAGE, "experiment": f"in-pod-{ns}",
                      "parameters": {"epochs": 2, "sleep": 0.2}}})
         status = wait_for(lambda: (s := _run_status(bed, ns, "in-pod")).get("phase") in
                           ("Succeeded", "Failed", "Cancelled") and s, 120, "TrainingRun finished")
         assert status["phase"] == "Succeeded", status
         assert mlflow.MlflowClient(bed.env["MLFLOW_TRACKING_URI"]).get_run(status["mlflow"]["runId"]).info.status \
             == "FINISHED"
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/metrics", timeout=5) as resp:
             assert "kto_trainingruns" in resp.read().decode()
         (pod,) = core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=kto-operator").items
         assert pod.status.container_statuses[0].restart_count == 0

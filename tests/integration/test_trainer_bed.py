@@ -1,5 +1,5 @@
 """The trainer against the bed's real MinIO and MLflow (no fakes): as a process the way a pod runs it, and
-as a Kubernetes Job whose `kto-trainer:*` image the node agent maps to `python -m kto_trainer`."""
+as a Kubernetes Job of the kto-trainer image (Dockerfile.trainer) under an OpenShift-like arbitrary UID."""
 
 from __future__ import annotations
 
@@ -114,9 +114,11 @@ def test_missing_object_in_minio_is_one_error_line(bed, s3, bucket, mlflow_uri, 
     assert missing in run.data.tags["kto.error"]
 
 
-def test_kto_trainer_image_runs_as_a_job(bed, namespace, s3, bucket, mlflow_uri) -> None:  # type: ignore[no-untyped-def]
+def test_kto_trainer_image_runs_as_a_job(  # type: ignore[no-untyped-def]
+        bed, openshift_namespace, s3, bucket, mlflow_uri) -> None:
     from kubernetes import client as k8s
 
+    namespace = openshift_namespace
     upload_dataset(s3, bucket, synthetic_images(15, 32, seed=3), workers=4)
     mlflow_client, experiment_id, run_id = _operator_style_run(mlflow_uri)
     core, batch = k8s.CoreV1Api(bed.api()), k8s.BatchV1Api(bed.api())
@@ -131,11 +133,15 @@ def test_kto_trainer_image_runs_as_a_job(bed, namespace, s3, bucket, mlflow_uri)
                  "MLFLOW_TRACKING_URI": mlflow_uri, "MLFLOW_S3_ENDPOINT_URL": bed.env["MLFLOW_S3_ENDPOINT_URL"]}
     batch.create_namespaced_job(namespace, {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"},
-        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-            "name": "trainer", "image": "kto-trainer:test",
-            "args": [f"--bucket={bucket}", "--epochs=1", "--image_size=32", "--batch_size=8", "--weights=none"],
-            "env": [*({"name": k, "value": v} for k, v in plain_env.items()), *secret_env],
-        }]}}},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "trainer", "image": "kto-trainer:0.1.0",
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "args": [f"--bucket={bucket}", "--epochs=1", "--image_size=32", "--batch_size=8", "--weights=none"],
+                "env": [*({"name": k, "value": v} for k, v in plain_env.items()), *secret_env],
+            }]}}},
     })
 
     def finished() -> str | None:
