@@ -95,6 +95,7 @@ def up(paths: BedPaths, ports: Ports) -> None:
     controlplane.start(paths, ports)
     services.start_minio(paths, ports, creds)
     node.start(paths, ports)
+    node.forget_stale_images(paths)
     _start_provisioner(paths)
     services.start_mlflow(paths, ports, creds)
     wait(lambda: node_ready(paths), 120, f"node {network.NODE_NAME}", paths.logs / "kubelet.log")

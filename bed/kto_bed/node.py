@@ -8,6 +8,7 @@ pulled from outside (every registry containerd knows is mirrored to the bed's lo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -316,3 +317,30 @@ def leftovers(paths: BedPaths) -> list[str]:
     found += [f"netns {ns.name}" for ns in (NETNS_DIR.glob("cni-*") if NETNS_DIR.is_dir() else ())]
     found += [f"cgroup {cg}" for cg in _pod_cgroups()]
     return found
+
+
+def _qualified(ref: str) -> str:
+    """containerd's name for an image reference: `kto-operator:0.1.0` -> docker.io/library/kto-operator:0.1.0."""
+    first = ref.split("/", 1)[0]
+    if "/" not in ref:
+        return f"docker.io/library/{ref}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{ref}"
+    return ref
+
+
+def forget_stale_images(paths: BedPaths) -> list[str]:
+    """Drop from the node every image whose tag the bed's registry now points elsewhere (a rebuilt kto-operator:
+    0.1.0), so the kubelet pulls the new one: a tag's pull policy is IfNotPresent. Returns the names dropped."""
+    built = paths.root / "images.json"
+    if not built.exists() or not procs.is_running(paths, "containerd"):
+        return []
+    wanted = {_qualified(ref): digest for ref, digest in json.loads(built.read_text()).items()}
+    listing = crictl(paths, "images", "list")
+    dropped = []
+    for line in listing.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] in wanted and fields[2] != wanted[fields[0]]:
+            crictl(paths, "images", "rm", fields[0])
+            dropped.append(fields[0])
+    return dropped

@@ -1,12 +1,11 @@
 """The bed's MySQL stand-in (kto_bed.programs.mysqld_local): settings from the image's environment and
-arguments, the idempotent init SQL, and the image rules that route the platform's images to it."""
+arguments, and the idempotent init SQL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from kto_bed.images import ImageMap
 from kto_bed.programs.mysqld_local import DEFAULT_DATADIR, Settings, SetupError, init_sql
 
 ENV = {"MYSQL_DATABASE": "mlflow", "MYSQL_USER": "mlflow", "MYSQL_PASSWORD": "pw"}
@@ -32,15 +31,3 @@ def test_init_sql_quotes_values_and_handles_root() -> None:
     with_root = init_sql(Settings.parse([], {**ENV, "MYSQL_ROOT_PASSWORD": "r"}))
     assert "CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY 'r';" in with_root
     assert "DROP USER IF EXISTS 'root'@'127.0.0.1';" not in with_root
-
-
-@pytest.mark.parametrize("image", ["quay.io/sclorg/mysql-80-c9s:c9s", "mysql:8.4", "mariadb:11"])
-def test_mysql_images_map_to_the_stand_in(image: str) -> None:
-    spec = ImageMap.load().resolve(image)
-    assert spec is not None and spec.entrypoint == ("python", "-m", "kto_bed.programs.mysqld_local")
-
-
-@pytest.mark.parametrize("image", ["kto-mlflow:0.1.0", "quay.io/me/kto-mlflow:0.1.0"])
-def test_kto_mlflow_image_maps_to_mlflow(image: str) -> None:
-    spec = ImageMap.load().resolve(image)
-    assert spec is not None and spec.cmd == ("mlflow", "server")
