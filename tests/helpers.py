@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import http.server
 import socket
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 # The test-only trainer image (tests/images/standin-trainer): non-root, mlflow, `python -m kto_bed.standin_trainer`.
-STANDIN_IMAGE = "kto-standin-trainer:1"
+STANDIN_IMAGE = "kto-standin-trainer:0.1.0"
 # Figures measured by reliability tests (outage lengths, convergence times): printed again in pytest's
 # terminal summary, because a passing test's own output is captured and hidden.
 FIGURES: list[str] = []
@@ -37,6 +38,19 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60.0, desc: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {desc}; last value: {last!r}")
         time.sleep(interval)
+
+
+def load_module(name: str, path: str) -> Any:
+    """A module from a file of the repository that is no package's (an image's program)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def sleep_command(seconds: float, exit_code: int = 0) -> list[str]:

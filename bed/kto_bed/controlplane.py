@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from . import procs
-from .network import BED_IP, POD_CIDR, SERVICE_CIDR
 from .certs import ensure_pki
+from .network import BED_IP, POD_CIDR, SERVICE_CIDR
 from .paths import BedPaths, k8s_bin
 
 

@@ -103,8 +103,28 @@ def up() -> None:
             _run("iptables", "-w", "-I", parent, "1", "-s", POD_CIDR, "-j", CHAIN)
 
 
+def remove_kube_chains() -> None:
+    """The kubelet's and kube-proxy's chains (KUBE-*), in every table, IPv4 and IPv6: `kube-proxy --cleanup`
+    leaves the kubelet's own (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT)."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = _run(f"{tool}-save", "-t", table, check=False).stdout.splitlines()
+            chains = [line[1:].split()[0] for line in rules if line.startswith(":KUBE-")]
+            for line in rules:
+                parts = line.split()
+                if line.startswith("-A ") and not parts[1].startswith("KUBE-") and "-j" in parts \
+                        and parts[parts.index("-j") + 1].startswith("KUBE-"):
+                    _run(tool, "-w", "-t", table, "-D", *parts[1:], check=False)
+            for chain in chains:
+                _run(tool, "-w", "-t", table, "-F", chain, check=False)
+            for chain in chains:
+                _run(tool, "-w", "-t", table, "-X", chain, check=False)
+
+
 def down() -> None:
-    """Remove everything `up` and the CNI plugins made: bridge, veths, routes, rules, chains."""
+    """Remove everything `up`, the CNI plugins, the kubelet and kube-proxy made: bridge, veths, routes, rules,
+    chains."""
+    remove_kube_chains()
     for parent in ("FORWARD", "INPUT"):
         while _ok("iptables", "-w", "-D", parent, "-s", POD_CIDR, "-j", CHAIN):
             pass
@@ -130,8 +150,9 @@ def leftovers() -> list[str]:
         found.append(f"routes in table {ROUTE_TABLE}")
     if SERVICE_CIDR in _run("ip", "route", "show").stdout:
         found.append(f"route {SERVICE_CIDR}")
-    for table in ("filter", "nat", "mangle"):
-        rules = _run("iptables-save", "-t", table, check=False).stdout
-        found += [f"{table}: {line}" for line in rules.splitlines()
-                  if CHAIN in line or "KUBE-" in line or "CNI-" in line or POD_CIDR in line]
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = _run(f"{tool}-save", "-t", table, check=False).stdout
+            found += [f"{tool} {table}: {line}" for line in rules.splitlines()
+                      if CHAIN in line or "KUBE-" in line or "CNI-" in line or POD_CIDR in line]
     return found

@@ -25,6 +25,7 @@ from .paths import BED_DIR, BedPaths, containerd_bin, k8s_bin, pinned_versions
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
 COREDNS_IMAGE = f"registry.k8s.io/coredns/coredns:{pinned_versions()['COREDNS_VERSION']}"
 NETNS_DIR = Path("/var/run/netns")  # where containerd's CRI pins pod network namespaces
+SHIM_SOCKETS = Path("/run/containerd")  # containerd's shims put their sockets here, whatever its state dir
 # What OpenShift writes on every project; the bed's admission policies (manifests/openshift-uids.yaml) then
 # give pods that set no UID the range's first one, in group 0, as restricted-v2 does.
 OPENSHIFT_ANNOTATIONS = {"openshift.io/sa.scc.uid-range": "1000680000/10000",
@@ -76,6 +77,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt"]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = {_toml_str(RUNC)}
+        Root = {_toml_str(str(base / "runc"))}
         SystemdCgroup = false
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [{_toml_str(CNI_BIN)}]
@@ -287,9 +289,14 @@ def _mounts_under(prefixes: tuple[str, ...]) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
+def _node_mount_prefixes(paths: BedPaths) -> tuple[str, ...]:
+    # mountinfo names the real path (/run/netns, not the /var/run link).
+    return (str(node_dir(paths).resolve()) + "/", str(NETNS_DIR.resolve()) + "/cni-")
+
+
 def unmount_all(paths: BedPaths) -> None:
     """The kubelet's volume mounts, containerd's rootfs/shm mounts and the pods' network namespaces."""
-    prefixes = (str(node_dir(paths)) + "/", str(NETNS_DIR) + "/cni-")
+    prefixes = _node_mount_prefixes(paths)
     for _ in range(3):
         points = _mounts_under(prefixes)
         if not points:
@@ -307,15 +314,23 @@ def stop(paths: BedPaths) -> None:
     kill_pod_processes()
     procs.stop(paths, "containerd")
     unmount_all(paths)
+    for folder in sorted(SHIM_SOCKETS.rglob("*"), key=lambda p: len(p.parts), reverse=True) \
+            if SHIM_SOCKETS.is_dir() else ():
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if SHIM_SOCKETS.is_dir() and not any(SHIM_SOCKETS.iterdir()):
+        SHIM_SOCKETS.rmdir()
     if k8s_bin("kube-proxy").exists():
         subprocess.run([str(k8s_bin("kube-proxy")), "--cleanup"], capture_output=True, check=False)
 
 
 def leftovers(paths: BedPaths) -> list[str]:
     """Mounts, network namespaces and pod cgroups of the node still there (empty after `stop`)."""
-    found = [f"mount {m}" for m in _mounts_under((str(node_dir(paths)) + "/", str(NETNS_DIR) + "/cni-"))]
+    found = [f"mount {m}" for m in _mounts_under(_node_mount_prefixes(paths))]
     found += [f"netns {ns.name}" for ns in (NETNS_DIR.glob("cni-*") if NETNS_DIR.is_dir() else ())]
     found += [f"cgroup {cg}" for cg in _pod_cgroups()]
+    if SHIM_SOCKETS.exists():
+        found.append(f"folder {SHIM_SOCKETS}")
     return found
 
 

@@ -9,11 +9,14 @@ live in the bed's state folder.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from . import procs
 from .paths import BedPaths, cache_dir
@@ -41,7 +44,7 @@ def config_dir(paths: BedPaths) -> Path:
 
 def render_config(storage: Path) -> str:
     # No `debug:` section: distribution then opens no debug/metrics listener, so 127.0.0.1:5000 is the
-    # only port. No auth: only local processes reach loopback.
+    # only port. No auth: only local processes reach loopback. The secret only signs upload state.
     return (
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
@@ -49,7 +52,8 @@ def render_config(storage: Path) -> str:
         f"  filesystem:\n    rootdirectory: {storage}\n"
         "  delete:\n    enabled: true\n"
         "  cache:\n    blobdescriptor: inmemory\n"
-        f"http:\n  addr: {HOST}\n  headers:\n    X-Content-Type-Options: [nosniff]\n"
+        f"http:\n  addr: {HOST}\n  secret: {secrets.token_hex(16)}\n"
+        "  headers:\n    X-Content-Type-Options: [nosniff]\n"
     )
 
 
@@ -75,6 +79,14 @@ def is_up() -> bool:
     return status == 200 and "registry/2.0" in headers.get("Docker-Distribution-Api-Version", "")
 
 
+def _alive(pid: int) -> bool:
+    # By pid, not procs.is_running: right after the fork the child's environment lacks the bed's marker.
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def ensure_registry(paths: BedPaths) -> None:
     """Start the registry detached (stopped by `down` like every bed process) unless it answers already."""
     if is_up():
@@ -83,12 +95,12 @@ def ensure_registry(paths: BedPaths) -> None:
     conf.parent.mkdir(parents=True, exist_ok=True)
     storage_dir().mkdir(parents=True, exist_ok=True)
     conf.write_text(render_config(storage_dir()))
-    procs.start(paths, "registry", ["docker-registry", "serve", str(conf)])
+    pid = procs.start(paths, "registry", ["docker-registry", "serve", str(conf)])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if is_up():
             return
-        if not procs.is_running(paths, "registry"):
+        if not _alive(pid):
             break
         time.sleep(0.2)
     log = paths.logs / "registry.log"

@@ -104,8 +104,8 @@ def trainingrun_specs(tracking_uri: str) -> st.SearchStrategy[dict[str, Any]]:
     }
     hostile = {key: anything for key in [*valid, "image", "experiment", "unknownField"]}
     hostile["mlflow"] = st.fixed_dictionaries({"trackingUri": st.sampled_from(["ftp://x", "", "http://", "file:"])})
-    return _spec({"image": st.one_of(st.sampled_from(["kto-standin-trainer:1", "python:3.11", "registry.invalid/x:1",
-                                                      "UPPER/case:tag", " spaced ", "a" * 512]),
+    return _spec({"image": st.one_of(st.sampled_from(["kto-standin-trainer:0.1.0", "python:3.11",
+                                                      "registry.invalid/x:1", "UPPER/case:tag", " spaced ", "a" * 512]),
                                      st.text(min_size=1, max_size=40)),
                   "experiment": st.one_of(st.sampled_from(["fuzz", "fuzz/åäö", "fuzz " * 50]),
                                           st.text(min_size=1, max_size=40))},

@@ -34,12 +34,14 @@ def what_is_left(root: Path) -> list[str]:
     left += [f"rule {r}" for r in _out("ip", "rule", "show").splitlines() if "10.88." in r]
     left += [f"route {r}" for r in _out("ip", "route", "show", "table", "all").splitlines()
              if "10.88." in r or "10.96." in r]
-    for table in ("filter", "nat", "mangle"):
-        left += [f"{table} {r}" for r in _out("iptables-save", "-t", table).splitlines()
-                 if "KUBE-" in r or "KTO-" in r or "CNI-" in r or "10.88." in r]
+    for tool in ("iptables-save", "ip6tables-save"):
+        for table in ("filter", "nat", "mangle"):
+            left += [f"{tool} {table} {r}" for r in _out(tool, "-t", table).splitlines()
+                     if "KUBE-" in r or "KTO-" in r or "CNI-" in r or "10.88." in r]
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     left += [f"mount {m.split()[4]}" for m in mounts if str(root) in m.split()[4] or "/netns/cni-" in m]
     left += [f"cgroup {d}" for d in Path("/sys/fs/cgroup").glob("*/kubepods")]
+    left += [f"folder {d}" for d in (Path("/run/containerd"),) if d.exists()]
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
         if str(root) in cmd or "containerd-shim" in cmd or proc.info["name"] in ("kubelet", "kube-proxy", "pause"):

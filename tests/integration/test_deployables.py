@@ -194,7 +194,7 @@ def test_operator_job_pods_are_admitted_under_restricted(bed: Any, restricted_ns
     ids = MlflowIds(run_id="0" * 32, experiment_id="1", tracking_uri="http://mlflow:5000")
     minimal = {"apiVersion": "kto.dev/v1alpha1", "kind": "TrainingRun",
                "metadata": {"name": "minimal", "namespace": restricted_ns, "uid": str(uuid.uuid4())},
-               "spec": {"image": "kto-standin-trainer:1", "experiment": "e"}}
+               "spec": {"image": "kto-standin-trainer:0.1.0", "experiment": "e"}}
     for run in (_example_run(rendered, restricted_ns), minimal):
         job = build_job(run, OperatorSettings(), ids)
         job["metadata"].pop("ownerReferences")  # the owner does not exist in this namespace

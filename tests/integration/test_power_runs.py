@@ -36,7 +36,7 @@ class Runs:
     def submit(self, name: str, epochs: int, sleep: float) -> None:
         self.custom.create_namespaced_custom_object(*TR, self.ns, "trainingruns", {
             "apiVersion": "kto.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": name},
-            "spec": {"image": "kto-standin-trainer:1", "experiment": f"power-{self.ns}",
+            "spec": {"image": "kto-standin-trainer:0.1.0", "experiment": f"power-{self.ns}",
                      "parameters": {"epochs": epochs, "sleep": sleep}}})
 
     def status(self, name: str) -> dict[str, Any]:

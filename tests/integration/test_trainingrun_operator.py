@@ -75,7 +75,7 @@ def test_happy_path(operator: Operator, runs: Runs, bed: Any, mlflow_uri: str) -
     assert tags["kto.dev/uid"] == tr["metadata"]["uid"]
     assert (tags["kto.dev/namespace"], tags["kto.dev/trainingrun"], tags["kto.dev/job"]) == (
         runs.namespace, "happy", "happy")
-    assert tags["kto.dev/image"] == "kto-standin-trainer:1"
+    assert tags["kto.dev/image"] == "kto-standin-trainer:0.1.0"
     assert run.data.params["epochs"] == "3" and run.data.params["split_ratio_train"] == "0.8"
     history = mlflow_client(mlflow_uri).get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [0, 1, 2]
@@ -337,7 +337,7 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
 def test_invalid_spec_rejected_by_api_server(desc: str, change: dict[str, Any], expected: str, runs: Runs) -> None:
     from kubernetes.client.rest import ApiException
 
-    spec: dict[str, Any] = {"image": "kto-standin-trainer:1", "experiment": "e", **change}
+    spec: dict[str, Any] = {"image": "kto-standin-trainer:0.1.0", "experiment": "e", **change}
     spec = {k: v for k, v in spec.items() if v is not None}
     body = {"apiVersion": "kto.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": "bad"}, "spec": spec}
     with pytest.raises(ApiException) as caught:

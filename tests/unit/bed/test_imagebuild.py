@@ -10,7 +10,6 @@ import pytest
 import yaml
 from kto_bed import registry
 from kto_bed.imagebuild import Image, catalog, context_key, copy_sources
-from kto_bed.programs.mysqld_local import Settings
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -86,10 +85,3 @@ def test_registry_listens_on_loopback_only() -> None:
     assert config["http"]["addr"] == "127.0.0.1:5000"
     assert "debug" not in config["http"] and "debug" not in config
     assert config["storage"]["filesystem"]["rootdirectory"] == "/cache/registry"
-
-
-def test_mysql_stand_in_binds_loopback_unless_the_image_says_otherwise() -> None:
-    env = {"MYSQL_DATABASE": "d", "MYSQL_USER": "u", "MYSQL_PASSWORD": "p"}
-    assert Settings.parse(["run-mysqld"], env).bind_address == "127.0.0.1"
-    assert Settings.parse(["--bind-address=0.0.0.0", "run-mysqld", "--port=1"], env).bind_address == "0.0.0.0"
-    assert "--bind-address=0.0.0.0" in (REPO / "bed/images/mysql/run-mysqld").read_text()

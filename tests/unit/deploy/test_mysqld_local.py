@@ -1,12 +1,17 @@
-"""The bed's MySQL stand-in (kto_bed.programs.mysqld_local): settings from the image's environment and
-arguments, and the idempotent init SQL."""
+"""The program of the bed's MySQL stand-in image (bed/images/mysql/mysqld_local.py): settings from the
+image's environment and arguments, and the idempotent init SQL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from kto_bed.programs.mysqld_local import DEFAULT_DATADIR, Settings, SetupError, init_sql
+
+from tests.helpers import load_module
+
+mysqld_local = load_module("mysqld_local", "bed/images/mysql/mysqld_local.py")
+DEFAULT_DATADIR, Settings, SetupError, init_sql = (mysqld_local.DEFAULT_DATADIR, mysqld_local.Settings,
+                                                   mysqld_local.SetupError, mysqld_local.init_sql)
 
 ENV = {"MYSQL_DATABASE": "mlflow", "MYSQL_USER": "mlflow", "MYSQL_PASSWORD": "pw"}
 
@@ -31,3 +36,10 @@ def test_init_sql_quotes_values_and_handles_root() -> None:
     with_root = init_sql(Settings.parse([], {**ENV, "MYSQL_ROOT_PASSWORD": "r"}))
     assert "CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY 'r';" in with_root
     assert "DROP USER IF EXISTS 'root'@'127.0.0.1';" not in with_root
+
+
+def test_mysql_stand_in_binds_loopback_unless_the_image_says_otherwise() -> None:
+    env = {"MYSQL_DATABASE": "d", "MYSQL_USER": "u", "MYSQL_PASSWORD": "p"}
+    assert Settings.parse(["run-mysqld"], env).bind_address == "127.0.0.1"
+    assert Settings.parse(["--bind-address=0.0.0.0", "run-mysqld", "--port=1"], env).bind_address == "0.0.0.0"
+    assert "--bind-address=0.0.0.0" in (Path(__file__).resolve().parents[3] / "bed/images/mysql/run-mysqld").read_text()

@@ -1,14 +1,14 @@
-"""The bed's stand-in for the MySQL image of manifests/platform: Debian's MariaDB server, run in the pod's
-volume folder with the environment semantics of the MySQL images (official and Software Collections).
+"""The program of the bed's stand-in for the MySQL image of manifests/platform (bed/images/mysql): Debian's
+MariaDB server with the environment semantics of the MySQL images (official and Software Collections).
 
-    python -m kto_bed.programs.mysqld_local [run-mysqld] [--port=3306] [--datadir=PATH]
+    run-mysqld [--port=3306] [--datadir=PATH] [--bind-address=IP]
 
-- MYSQL_DATADIR (the volume's mountPath, rewritten by the node agent to the volume folder) or --datadir:
-  initialised with mariadb-install-db when it holds no database yet;
+- MYSQL_DATADIR (the volume's mountPath) or --datadir: initialised with mariadb-install-db when it holds no
+  database yet;
 - MYSQL_DATABASE, MYSQL_USER, MYSQL_PASSWORD: the database and a user owning it, reachable over TCP;
   MYSQL_ROOT_PASSWORD (optional) sets root's password. As in the Software Collections image, the
   passwords are (re)applied at every start, so the Secret stays the truth;
-- listens on 127.0.0.1 only (every bed pod shares the host network), port from --port;
+- listens on --bind-address (the image's run-mysqld passes 0.0.0.0: the pod's own network), port from --port;
 - SIGTERM stops the server cleanly (the kubelet's graceful deletion).
 Other mysqld options in the arguments are ignored (the image's CMD word `run-mysqld` included).
 """
@@ -37,6 +37,7 @@ class SetupError(RuntimeError):
 class Settings:
     datadir: Path
     port: int
+    bind_address: str
     database: str
     user: str
     password: str
@@ -47,13 +48,14 @@ class Settings:
         parser = argparse.ArgumentParser(prog="mysqld_local")
         parser.add_argument("--port", type=int, default=3306)
         parser.add_argument("--datadir", default=None)
+        parser.add_argument("--bind-address", default="127.0.0.1")
         args, _ignored = parser.parse_known_args([a for a in argv if a != "run-mysqld"])
         missing = [k for k in ("MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD") if not env.get(k)]
         if missing:
             raise SetupError(f"{', '.join(missing)} must be set (as for the MySQL image)")
         return cls(datadir=Path(args.datadir or env.get("MYSQL_DATADIR") or DEFAULT_DATADIR), port=args.port,
-                   database=env["MYSQL_DATABASE"], user=env["MYSQL_USER"], password=env["MYSQL_PASSWORD"],
-                   root_password=env.get("MYSQL_ROOT_PASSWORD") or None)
+                   bind_address=args.bind_address, database=env["MYSQL_DATABASE"], user=env["MYSQL_USER"],
+                   password=env["MYSQL_PASSWORD"], root_password=env.get("MYSQL_ROOT_PASSWORD") or None)
 
 
 def _quote(value: str) -> str:
@@ -121,9 +123,9 @@ def initialise(datadir: Path) -> bool:
 
 def server_argv(s: Settings, run_dir: Path, init_file: Path) -> list[str]:
     return [_binary("mariadbd", "mysqld"), "--no-defaults", f"--datadir={s.datadir}", f"--port={s.port}",
-            "--bind-address=127.0.0.1", f"--socket={run_dir / 'mysqld.sock'}", f"--pid-file={run_dir / 'mysqld.pid'}",
-            f"--init-file={init_file}", "--skip-name-resolve", "--innodb-buffer-pool-size=32M",
-            "--character-set-server=utf8mb4", *_user_args()]
+            f"--bind-address={s.bind_address}", f"--socket={run_dir / 'mysqld.sock'}",
+            f"--pid-file={run_dir / 'mysqld.pid'}", f"--init-file={init_file}", "--skip-name-resolve",
+            "--innodb-buffer-pool-size=32M", "--character-set-server=utf8mb4", *_user_args()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,1 +1,0 @@
-"""Local programs that stand in for platform images on the bed (see images.default.yaml)."""
