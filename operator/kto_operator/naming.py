@@ -38,6 +38,7 @@ TAG_NAMESPACE = f"{GROUP}/namespace"
 TAG_TRAININGRUN = f"{GROUP}/trainingrun"
 TAG_JOB = f"{GROUP}/job"
 TAG_IMAGE = f"{GROUP}/image"
+TAG_IMAGE_ID = f"{GROUP}/image-id"  # the image by digest, once the trainer pod pulled it
 
 # The trainer container's name in the Job (the status mapper looks for it).
 CONTAINER_NAME = "trainer"

@@ -286,6 +286,7 @@ def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
             _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
             return
     observed = status.observe(job, ctx.kube.list_pods(meta["namespace"], meta["uid"]), ctx.clock(), ctx.limits)
+    _record_image(ctx, tr, observed.image_id)
     if observed.terminal:
         finished = _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time)
         if finished:
@@ -300,6 +301,21 @@ def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
     if observed.phase == status.RUNNING and with_progress:
         extra.update(_progress(ctx, tr))
     _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
+
+
+def _record_image(ctx: Context, tr: dict[str, Any], image_id: str | None) -> None:
+    """Reproducibility: the image digest on the MLflow run (tag) and in the status, once."""
+    ids = _run_ids(tr)
+    if not image_id or (tr.get("status") or {}).get("imageID") == image_id or not ids.get("runId"):
+        return
+    try:
+        ctx.tracker.set_tag(_uri(ctx, tr), str(ids["runId"]), naming.TAG_IMAGE_ID, image_id)
+    except (MlflowUnavailable, TrackingError) as exc:
+        logger.warning("image digest not tagged on run %s yet: %s", ids["runId"], exc)
+        return
+    meta = tr["metadata"]
+    ctx.kube.patch_run_status(meta["namespace"], meta["name"], {"imageID": image_id})
+    tr["status"] = {**(tr.get("status") or {}), "imageID": image_id}
 
 
 def _progress(ctx: Context, tr: Mapping[str, Any]) -> dict[str, Any]:

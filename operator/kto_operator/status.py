@@ -41,6 +41,8 @@ class Observation:
     start_time: str | None = None
     # The Job must be deleted to stop it (fail-fast cases the Job controller would retry forever).
     stop_job: bool = False
+    # The trainer image by digest, once a pod has pulled it (containerStatuses[].imageID).
+    image_id: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -185,9 +187,23 @@ def job_finished(job: Mapping[str, Any]) -> bool:
     return any(kind in FINAL_JOB_CONDITIONS for kind in _true_conditions(job))
 
 
+def image_id(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The digest the newest trainer pod runs (or ran): what the run was trained with."""
+    for pod in _newest_first(pods):
+        found = _trainer_status(pod).get("imageID")
+        if found:
+            return str(found)
+    return None
+
+
 def observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime.datetime,
             limits: Limits) -> Observation:
     """The run's phase from its Job (authoritative once finished) and its newest pod (while running)."""
+    return dataclasses.replace(_observe(job, pods, now, limits), image_id=image_id(pods))
+
+
+def _observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime.datetime,
+             limits: Limits) -> Observation:
     conditions = _true_conditions(job)
     start = next((s for s in map(_pod_start, _newest_first(pods)) if s), None)
     for kind in ("Complete", "SuccessCriteriaMet"):

@@ -167,6 +167,9 @@ class Tracker:
             self.client(uri).post("runs/log-batch",
                                   {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}, "log params")
 
+    def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
+        self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
+
     def status(self, uri: str, run_id: str) -> str:
         return str(self._run(uri, run_id, "read run status")["info"]["status"])
 

@@ -76,6 +76,11 @@ def test_happy_path(operator: Operator, runs: Runs, bed: Any, mlflow_uri: str) -
     assert (tags["kto.dev/namespace"], tags["kto.dev/trainingrun"], tags["kto.dev/job"]) == (
         runs.namespace, "happy", "happy")
     assert tags["kto.dev/image"] == "kto-standin-trainer:0.1.0"
+    # Reproducibility: the digest the node actually ran, in the status and on the run.
+    [pod] = runs.pods("happy")
+    image_id = pod.status.container_statuses[0].image_id
+    assert image_id.startswith("docker.io/library/kto-standin-trainer@sha256:"), image_id
+    assert st["imageID"] == tags["kto.dev/image-id"] == image_id
     assert run.data.params["epochs"] == "3" and run.data.params["split_ratio_train"] == "0.8"
     history = mlflow_client(mlflow_uri).get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [0, 1, 2]

@@ -184,3 +184,13 @@ def test_primary_metric(metrics: dict[str, float], preferred: str | None, expect
     ((("FailureTarget", "x"),), False), ((("Suspended", "x"),), False)])
 def test_job_finished(conditions: tuple[tuple[str, str], ...], finished: bool) -> None:
     assert status.job_finished(job(*conditions)) is finished
+
+
+def test_image_id_is_the_newest_pods_digest() -> None:
+    old, new = pod(RUNNING, created=60, name="old"), pod(RUNNING, created=5, name="new")
+    old["status"]["containerStatuses"][0]["imageID"] = "docker.io/library/t@sha256:" + "a" * 64
+    new["status"]["containerStatuses"][0]["imageID"] = "docker.io/library/t@sha256:" + "b" * 64
+    assert status.observe(job(), [old, new], NOW, LIMITS).image_id == "docker.io/library/t@sha256:" + "b" * 64
+    new["status"]["containerStatuses"][0]["imageID"] = ""  # not pulled yet: the older pod's still counts
+    assert status.image_id([new, old]) == "docker.io/library/t@sha256:" + "a" * 64
+    assert status.observe(job(), [pod(waiting("ContainerCreating"), phase="Pending")], NOW, LIMITS).image_id is None
