@@ -74,14 +74,19 @@ def dns_ready(paths: BedPaths) -> bool:
 
 
 def claim_machine(paths: BedPaths) -> None:
-    """Refuse to start a second bed on this machine; a stale claim (no process of that bed) is taken over."""
+    """Refuse to start a second bed on this machine. A stale claim (a bed whose processes were killed without
+    `down`) is taken over after clearing what it left: pod network namespaces, mounts, its network."""
     try:
-        other = Path(OWNER_FILE.read_text().strip())
+        other = BedPaths(Path(OWNER_FILE.read_text().strip()))
     except OSError:
-        other = paths.root
-    if other != paths.root and procs.marked_processes(BedPaths(other)):
-        raise RuntimeError(f"a bed from {other} is running on this machine (one bed per machine: its network "
-                           f"{network.POD_CIDR} and node ports are global); run `make bed-down` there first")
+        other = paths
+    if other.root != paths.root:
+        if procs.marked_processes(other):
+            raise RuntimeError(f"a bed from {other.root} is running on this machine (one bed per machine: its "
+                               f"network {network.POD_CIDR} and node ports are global); run `make bed-down` there "
+                               "first")
+        node.stop(other)
+        network.down()
     OWNER_FILE.write_text(str(paths.root))
 
 

@@ -1,4 +1,4 @@
-"""`python -m kto_trainer` runs the training CLI (the node agent's entrypoint for kto-trainer:* images)."""
+"""`python -m kto_trainer` runs the training CLI (the kto-trainer image's ENTRYPOINT)."""
 
 import sys
 

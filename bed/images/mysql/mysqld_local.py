@@ -104,7 +104,7 @@ def _binary(*names: str) -> str:
 
 
 def _user_args() -> list[str]:
-    # mariadbd refuses to run as root unless told to; the bed's node agent may run as root.
+    # mariadbd refuses to run as root unless told to (a pod without runAsUser, the image's USER overridden).
     return ["--user=root"] if os.geteuid() == 0 else []
 
 

@@ -49,7 +49,7 @@ def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str, capsys: p
 
 
 def test_python_m_kto_trainer_is_the_cli() -> None:
-    """The node agent runs `python -m kto_trainer` for kto-trainer:* images."""
+    """The kto-trainer image's ENTRYPOINT is `python -m kto_trainer`."""
     result = subprocess.run(
         [sys.executable, "-m", "kto_trainer", "--epochs=0"], capture_output=True, text=True, timeout=60
     )
