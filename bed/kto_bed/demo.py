@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     demo.step(7, f"Done in {time.monotonic() - t0:.0f} s. Everything is still running:")
-    demo.say(f"   . .bed/env && kubectl get tr,power,pods -n {args.namespace}")
+    demo.say(f"   . .bed/env && kubectl get ktr,power,pods -n {args.namespace}")
     demo.say(f"   MLflow UI: {demo.mlflow_url}")
     demo.say("   stop it all: make bed-down")
     return 0

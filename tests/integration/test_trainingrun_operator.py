@@ -100,8 +100,8 @@ def test_happy_path(operator: Operator, runs: Runs, bed: Any, mlflow_uri: str) -
     for where, text in texts.items():
         assert secret not in text and access not in text, f"credential leaked into the {where}"
 
-    # kubectl get tr: the printer columns.
-    out = bed.kubectl("get", "tr", "-n", runs.namespace).stdout.splitlines()
+    # kubectl get ktr: the printer columns.
+    out = bed.kubectl("get", "ktr", "-n", runs.namespace).stdout.splitlines()
     assert out[0].split() == ["NAME", "PHASE", "EXPERIMENT", "RUN-ID", "METRIC", "AGE"]
     assert out[1].split()[:5] == ["happy", "Succeeded", f"it-{runs.namespace}", run_id, "test_accuracy=0.93"]
 
