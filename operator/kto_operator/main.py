@@ -13,6 +13,8 @@ import time
 
 import kopf
 
+from .identity import ensure_user_name
+
 POWER_HANDLERS = "kto_operator.power.handlers"
 
 
@@ -62,6 +64,7 @@ def load_handlers() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ensure_user_name(os.environ)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_handlers()

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from .config import TrainConfig
 from .errors import TrainerError
+from .identity import ensure_user_name
 
 PROG = "kto-train"
 EXIT_BAD_INPUT = 2
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow's telemetry thread phones home at import (pods may have no internet) and, in MLflow 3.17,
     # can deadlock with autolog's import hook (seen on the bed: the trainer hung in mlflow.autolog()).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    ensure_user_name(os.environ)
     config = parse_config(argv)
     # Before TensorFlow is imported: keep its C++ start-up chatter out of the pod log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,28 @@
+"""Who the operator is: a user name without a passwd entry (kopf's identity), and its own ServiceAccount
+(TrainingRuns never run with it)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import MutableMapping
+
+# The variables getpass.getuser() reads, in its order, before it asks the passwd database.
+USER_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
+def ensure_user_name(environ: MutableMapping[str, str]) -> str | None:
+    """kopf names the operator `<user>@<host>` unless POD_ID is set, through getpass.getuser(), which
+    raises KeyError for a UID with no passwd entry (OpenShift's arbitrary UIDs; any runtime that adds
+    none): the operator exited at start-up. Name the user after the UID in $USER, the first place
+    getuser() looks. Returns the name set, or None when a name was already there."""
+    if any(environ.get(name) for name in USER_VARIABLES):
+        return None
+    uid = os.getuid()
+    try:
+        pwd.getpwuid(uid)
+        return None
+    except KeyError:
+        name = f"uid-{uid}"
+        environ["USER"] = name
+        return name
