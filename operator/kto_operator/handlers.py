@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import datetime
 import functools
 import importlib
@@ -15,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from . import kube_rest, naming, reconcile
+from . import identity, kube_rest, naming, reconcile
 from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings, SettingsError
@@ -104,11 +105,14 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     except OSError as exc:
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
     api = _kube_client(ours.max_workers + ours.start_workers, settings)
+    own = identity.own_service_account(api, kube_rest.login(settings).info.token)
+    ours = dataclasses.replace(ours, own_service_account=own)
     memo.trainingrun_starters = concurrent.futures.ThreadPoolExecutor(ours.start_workers, "kto-start")
     memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(api))
-    logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s",
-                ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off")
+    logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
+                ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
+                "/".join(own) if own else "(none: a user's credentials)")
 
 
 def _ctx(memo: Any, namespace: str | None) -> tuple[reconcile.Context, str]:

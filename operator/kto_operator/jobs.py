@@ -157,6 +157,9 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
         "enableServiceLinks": False,
     }
     service_account = spec.get("serviceAccountName") or settings.default_service_account
+    if service_account and settings.own_service_account == (meta["namespace"], service_account):
+        raise InvalidSpec(f"ServiceAccount {service_account} is the operator's own: a TrainingRun never runs with "
+                          "the operator's rights; name another serviceAccountName (or none)")
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     else:

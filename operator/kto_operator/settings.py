@@ -51,6 +51,9 @@ class OperatorSettings:
     message_max_chars: int = 2048
     # ServiceAccount of trainer pods when a TrainingRun names none (None: the namespace's default).
     default_service_account: str | None = None
+    # (namespace, name) of the ServiceAccount the operator acts as, found at start-up (not from the
+    # environment): trainer pods never run as it, or a TrainingRun would borrow the operator's rights.
+    own_service_account: tuple[str, str] | None = None
     # Fault injection for restart tests (KTO_CRASH_AT=run-created,job-created): the process SIGKILLs
     # itself at these points of a creation. Empty in any real deployment.
     crash_at: frozenset[str] = frozenset()
