@@ -334,7 +334,7 @@ def leftovers(paths: BedPaths) -> list[str]:
     return found
 
 
-def _qualified(ref: str) -> str:
+def qualified(ref: str) -> str:
     """containerd's name for an image reference: `kto-operator:0.1.0` -> docker.io/library/kto-operator:0.1.0."""
     first = ref.split("/", 1)[0]
     if "/" not in ref:
@@ -350,7 +350,7 @@ def forget_stale_images(paths: BedPaths) -> list[str]:
     built = paths.root / "images.json"
     if not built.exists() or not procs.is_running(paths, "containerd"):
         return []
-    wanted = {_qualified(ref): digest for ref, digest in json.loads(built.read_text()).items()}
+    wanted = {qualified(ref): digest for ref, digest in json.loads(built.read_text()).items()}
     listing = crictl(paths, "images", "list")
     dropped = []
     for line in listing.stdout.splitlines()[1:]:
