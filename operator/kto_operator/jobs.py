@@ -146,8 +146,9 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
     }
     if spec.get("command"):
         container["command"] = list(spec["command"])
-    if spec.get("resources"):
-        container["resources"] = {k: dict(v) for k, v in spec["resources"].items() if k in ("limits", "requests")}
+    resources = spec.get("resources") or settings.default_resources
+    if resources:
+        container["resources"] = {k: dict(v) for k, v in resources.items() if k in ("limits", "requests")}
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -165,6 +166,10 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
     else:
         # The namespace's default ServiceAccount: a trainer has no use for an API token.
         pod_spec["automountServiceAccountToken"] = False
+    # The run's deadline on the pod too: only a pod's own deadline puts it in a quota's Terminating scope.
+    pod_deadline = spec.get("activeDeadlineSeconds") or settings.default_pod_deadline
+    if pod_deadline:
+        pod_spec["activeDeadlineSeconds"] = int(pod_deadline)
     if spec.get("nodeSelector"):
         pod_spec["nodeSelector"] = dict(spec["nodeSelector"])
     if spec.get("tolerations"):
@@ -178,8 +183,9 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
     }
     if spec.get("activeDeadlineSeconds") is not None:
         job_spec["activeDeadlineSeconds"] = int(spec["activeDeadlineSeconds"])
-    if spec.get("ttlSecondsAfterFinished") is not None:
-        job_spec["ttlSecondsAfterFinished"] = int(spec["ttlSecondsAfterFinished"])
+    ttl = spec.get("ttlSecondsAfterFinished", settings.default_ttl)
+    if ttl is not None:
+        job_spec["ttlSecondsAfterFinished"] = int(ttl)
 
     return {
         "apiVersion": "batch/v1",

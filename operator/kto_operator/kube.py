@@ -12,6 +12,7 @@ from .kube_rest import MERGE_PATCH, ApiError, Client, Resource
 RUNS = Resource(naming.GROUP, naming.VERSION, naming.PLURAL)
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
+EVENTS = Resource("", "v1", "events")
 
 
 class JobConflict(RuntimeError):
@@ -101,3 +102,8 @@ class Kube:
         selector = f"{naming.LABEL_TRAININGRUN_UID}={uid}"
         pods = self.api.request("GET", PODS.path(namespace), params={"labelSelector": selector})
         return list(pods["items"])
+
+    def list_events(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """The Events about object `uid` (e.g. a Job's FailedCreate), by the server's field selector."""
+        events = self.api.request("GET", EVENTS.path(namespace), params={"fieldSelector": f"involvedObject.uid={uid}"})
+        return list(events["items"])

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import jobs, naming, status
+from . import jobs, naming, refusals, status
 from .context import Context, PlatformGate, crash_point
 from .kube import JobConflict, JobRejected
 from .tracking import MlflowUnavailable, RegisterRule, RunInfo, TrackingError
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 WARNING_REASONS = frozenset(
     {"MlflowUnavailable", "MlflowError", "InvalidSpec", "JobConflict", "JobDeleted", "Unschedulable"}
     | status.IMAGE_PULL_ERRORS
-    | status.CONFIG_ERRORS
+    | status.CONFIG_ERRORS | refusals.REASONS
 )
 JOB_CONFLICT_DELAY = 5.0
 POD_STOP_DELAY = 1.0
@@ -285,7 +285,7 @@ def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
         if job is None or job["metadata"].get("name") != job_name or not status.job_finished(job):
             _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
             return
-    observed = status.observe(job, ctx.kube.list_pods(meta["namespace"], meta["uid"]), ctx.clock(), ctx.limits)
+    observed = refusals.observe(ctx.kube, job, meta["namespace"], meta["uid"], ctx.clock(), ctx.limits)
     _record_image(ctx, tr, observed.image_id)
     if observed.terminal:
         finished = _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 DEFAULT_TRACKING_URI = "http://mlflow:5000"
@@ -51,6 +52,13 @@ class OperatorSettings:
     message_max_chars: int = 2048
     # ServiceAccount of trainer pods when a TrainingRun names none (None: the namespace's default).
     default_service_account: str | None = None
+    # What a TrainingRun gets when its spec says nothing (None: nothing; manifests/operator sets all three).
+    # Resources: else the namespace's LimitRange default applies (about 1 GiB in the Developer Sandbox, where
+    # VGG16 is OOM-killed). Pod deadline: a pod without activeDeadlineSeconds counts against a quota's
+    # NotTerminating scope, the long-running workloads' share. TTL: finished Jobs count in count/jobs.batch.
+    default_resources: Mapping[str, Mapping[str, str]] | None = None
+    default_pod_deadline: int | None = None
+    default_ttl: int | None = None
     # (namespace, name) of the ServiceAccount the operator acts as, found at start-up (not from the
     # environment): trainer pods never run as it, or a TrainingRun would borrow the operator's rights.
     own_service_account: tuple[str, str] | None = None
@@ -83,6 +91,9 @@ class OperatorSettings:
             log_tail_lines=_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
             message_max_chars=_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
+            default_resources=_resources(env, "KTO_DEFAULT_RESOURCES"),
+            default_pod_deadline=_optional_int(env, "KTO_DEFAULT_POD_DEADLINE_SECONDS", minimum=1),
+            default_ttl=_optional_int(env, "KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED", minimum=0),
             crash_at=frozenset(p.strip() for p in env.get("KTO_CRASH_AT", "").split(",") if p.strip()),
         )
         # The operator talks to a tracking server (REST API) only: a file:// store in its own pod would be
@@ -122,3 +133,26 @@ def _float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.
     if value < minimum:
         raise SettingsError(f"{key} must be >= {minimum}, got {value}")
     return value
+
+
+def _optional_int(env: Mapping[str, str], key: str, minimum: int) -> int | None:
+    """An integer, or None when unset, empty or `none`."""
+    if (env.get(key) or "none").strip().lower() == "none":
+        return None
+    return _int(env, key, minimum, minimum=minimum)
+
+
+def _resources(env: Mapping[str, str], key: str) -> dict[str, dict[str, str]] | None:
+    """Container resources as JSON, e.g. {"requests": {"memory": "2Gi"}, "limits": {"memory": "4000Mi"}};
+    None when unset, empty or `none`. Quantities are checked by the API server when it creates the Job."""
+    raw = (env.get(key) or "none").strip()
+    if raw.lower() == "none":
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be JSON, got {raw!r}") from None
+    if not isinstance(value, dict) or not value or set(value) - {"limits", "requests"} or \
+            not all(isinstance(v, dict) and all(isinstance(q, (str, int)) for q in v.values()) for v in value.values()):
+        raise SettingsError(f"{key} must be an object with `limits` and/or `requests` of quantities, got {raw!r}")
+    return {kind: {name: str(q) for name, q in quantities.items()} for kind, quantities in value.items()}

@@ -19,6 +19,8 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 CANCELLED = "Cancelled"
 TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+# Reason while the Job exists and has no pod yet.
+NO_POD = "JobCreated"
 
 # Waiting reasons that never heal by themselves often enough to wait for (Kubeflow #2001: stuck forever).
 IMAGE_PULL_ERRORS = frozenset(
@@ -218,7 +220,7 @@ def _observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: dat
         return Observation(PENDING, "Suspended", "the Job is suspended")
     newest = _newest_first(pods)
     if not newest:
-        return Observation(PENDING, "JobCreated", "waiting for the trainer pod")
+        return Observation(PENDING, NO_POD, "waiting for the trainer pod")
     return _observe_pod(newest[0], now, limits)
 
 
