@@ -25,6 +25,15 @@ from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
 )
 
 
+def kill_running(operator: Operator) -> bool:
+    """SIGKILL the operator; True only if it was running and then died of that signal (its exit status)."""
+    if not operator.alive():
+        return False
+    operator.kill(signal.SIGKILL)
+    assert operator.proc is not None
+    return operator.proc.returncode == -signal.SIGKILL
+
+
 def kill_storm(operator: Operator, runs: Runs, mlflow_uri: str, n_runs: int, n_kills: int,
                max_gap: float = 3.0) -> None:
     seed = int(os.environ.get("KTO_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
@@ -41,15 +50,21 @@ def kill_storm(operator: Operator, runs: Runs, mlflow_uri: str, n_runs: int, n_k
             runs.submit(name, **sleeper(0.2))
             time.sleep(spacing)  # submission pacing, not an assertion
 
+    kills = during_submissions = 0
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         submitted = pool.submit(submit_all)
         for gap in gaps:
             time.sleep(gap)  # the random moment of the kill, not an assertion
-            operator.kill(signal.SIGKILL)
+            submitting = not submitted.done()
+            if kill_running(operator):
+                kills += 1
+                during_submissions += submitting
             operator.start()
         submitted.result(120)  # re-raises a submission error here
-    figure("SIGKILL storm", f"{n_runs} runs, {n_kills} kills, {operator.starts} starts; "
-           f"phases right after the last restart: {dict(phases(runs))}")
+    figure("SIGKILL storm", f"{n_runs} runs, {kills} kills ({during_submissions} while runs were being submitted), "
+           f"{operator.starts} starts; phases right after the last restart: {dict(phases(runs))}")
+    # Every turn must have killed a running operator: one that was already gone had died on its own.
+    assert kills == n_kills, f"{kills} SIGKILLs landed on a running operator, of {n_kills} attempts"
     took = wait_converged(runs, mlflow_uri, {n: Expected("Succeeded") for n in names}, 240)
     figure("SIGKILL storm", f"converged {took:.1f} s after the last restart")
     # Kills leave no traceback behind (a SIGKILL prints nothing); a handler that tripped over the
