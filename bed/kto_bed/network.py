@@ -85,11 +85,12 @@ def up() -> None:
     _sysctl("net.ipv4.ip_forward", "1")
     if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
         _sysctl("net.bridge.bridge-nf-call-iptables", "1")
-    # The pod range's own table: the bridge, and nothing else.
+    # What pods send (in from the bridge) uses the pod range's own table: the bridge, and nothing else. The
+    # host's own packets from the bed's address keep the main table (it reaches Services through kube-proxy).
     _run("ip", "route", "replace", POD_CIDR, "dev", BRIDGE, "src", BED_IP, "table", ROUTE_TABLE)
     _run("ip", "route", "replace", "unreachable", "default", "table", ROUTE_TABLE)
     if f"lookup {ROUTE_TABLE}" not in _run("ip", "rule", "show").stdout:
-        _run("ip", "rule", "add", "from", POD_CIDR, "lookup", ROUTE_TABLE, "priority", RULE_PRIORITY)
+        _run("ip", "rule", "add", "from", POD_CIDR, "iif", BRIDGE, "lookup", ROUTE_TABLE, "priority", RULE_PRIORITY)
     # The host reaches Services (kube-proxy rewrites programmed ones); an unprogrammed Service IP stays on the
     # bridge, never on the host's default route. From pods, the table above makes it unreachable.
     _run("ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE, "src", BED_IP)
@@ -130,7 +131,7 @@ def down() -> None:
             pass
     _run("iptables", "-w", "-F", CHAIN, check=False)
     _run("iptables", "-w", "-X", CHAIN, check=False)
-    while _ok("ip", "rule", "del", "from", POD_CIDR, "lookup", ROUTE_TABLE):
+    while _ok("ip", "rule", "del", "priority", RULE_PRIORITY):
         pass
     _run("ip", "route", "flush", "table", ROUTE_TABLE, check=False)
     _run("ip", "route", "del", SERVICE_CIDR, check=False)
