@@ -86,15 +86,16 @@ def restricted_ns(bed: Any) -> Iterator[str]:
 def test_crds_kustomization_lists_every_crd(bed: Any, rendered: dict[str, list[dict[str, Any]]]) -> None:
     listed = yaml.safe_load((bed.repo / "crds/Kustomization").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in (bed.repo / "crds").glob("*.yaml"))
-    names = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in (bed.repo / "crds").glob("*.yaml")}
+    names = {d["metadata"]["name"] for p in (bed.repo / "crds").glob("*.yaml")
+             for d in yaml.safe_load_all(p.read_text())}
     assert {d["metadata"]["name"] for d in rendered["crds"]} == names
-    assert {d["kind"] for d in rendered["crds"]} == {"CustomResourceDefinition"}
+    assert {d["kind"] for d in rendered["crds"]} == {"CustomResourceDefinition", "ClusterRole"}
 
 
 def test_crds_pass_server_side_dry_run(bed: Any, manifests: Path, crds: None) -> None:
     out = bed.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k",
                       str(manifests / "crds"))
-    assert out.stdout.count("serverside-applied (server dry run)") == 2, out.stdout
+    assert out.stdout.count("serverside-applied (server dry run)") == 4, out.stdout  # 2 CRDs, 2 ClusterRoles
 
 
 @pytest.mark.parametrize("entry", NAMESPACED_ENTRIES)
