@@ -1,8 +1,7 @@
-"""Shared by the operator scale and memory benches: the bed (the tests' `Bed`), namespaces where no pod can
-start, the operator process (the integration tests' `Operator`), TrainingRun bursts, RSS and profiles.
+"""Shared by the operator benches: the bed (the tests' `Bed`), namespaces where no pod can start, the operator
+process (the integration tests' `Operator`), TrainingRun bursts, a Job watcher, RSS, CPU and profiles.
 
-Reuses `bench_operator_latency` (Job watcher, percentiles, the cheap TrainingRun) and the test helpers in
-`tests/` rather than copying them.
+Reuses the test helpers in `tests/` rather than copying them.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,30 +27,24 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `tests` (Bed, Operator) lives at the repo root
     sys.path.insert(0, str(REPO))
 
-from bench_operator_latency import (  # noqa: E402  (after the path set-up above)
-    GROUP,
-    PLURAL,
-    VERSION,
-    JobWatcher,
-    bed_env,
-    percentile,
-    trainingrun,
-)
+from kto_bed.cli import ORDER_DOWN  # noqa: E402  (after the path set-up above)
 from kubernetes import client  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
 from tests.conftest import Bed  # noqa: E402
+from tests.helpers import STANDIN_IMAGE, sleep_command  # noqa: E402
 from tests.integration.operator_fixtures import Operator  # noqa: E402
 
-__all__ = ["GROUP", "PLURAL", "VERSION", "JobWatcher", "Operator", "percentile", "trainingrun"]
+__all__ = ["Operator"]
 
+GROUP, VERSION, PLURAL = "kto.dev", "v1alpha1", "trainingruns"
 RESULTS = REPO / ".bed" / "bench"
 
 
 class JsonJobWatcher(threading.Thread):
-    """Records when each Job of a namespace is first seen, like bench_operator_latency.JobWatcher, but
-    reads the watch stream as raw JSON lines: deserialising 1,000s of V1Job models cost the bench a
-    quarter of the machine's CPU during a burst, CPU taken from what it measures."""
+    """Records when each Job of a namespace is first seen. Reads the watch stream as raw JSON lines:
+    deserialising 1,000s of V1Job models cost the bench a quarter of the machine's CPU during a burst, CPU
+    taken from what it measures."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         super().__init__(daemon=True)
@@ -88,6 +82,34 @@ class JsonJobWatcher(threading.Thread):
             return len(self.seen)
 
 
+def bed_env() -> dict[str, str]:
+    """The `export KEY=value` lines of .bed/env (KUBECONFIG, MLflow, S3)."""
+    path = REPO / ".bed" / "env"
+    if not path.exists():
+        sys.exit("no .bed/env: start the bed first (make bed)")
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank value at quantile q of the samples."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def trainingrun(name: str, experiment: str, seconds: float = 0.0) -> dict[str, Any]:
+    """The cheapest real TrainingRun: the test-only non-root trainer image, sleeping `seconds` and exiting 0
+    (no MLflow traffic from the pod: the operator alone creates and closes the MLflow run)."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "metadata": {"name": name},
+            "spec": {"image": STANDIN_IMAGE, "command": sleep_command(seconds), "experiment": experiment,
+                     "parameters": {"epochs": 1}}}
+
+
 def open_bed() -> Bed:
     """The running bed as the tests see it (never starts or stops it)."""
     from kto_bed.paths import k8s_bin
@@ -117,7 +139,7 @@ def poll(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
 
 class BenchNamespace:
     """A fresh namespace; `no_pods` adds a ResourceQuota of 0 pods, so Jobs are created but no pod ever
-    runs (the machine stays calm: nothing for the scheduler or the node agent)."""
+    runs (the machine stays calm: nothing for the scheduler or the node)."""
 
     def __init__(self, bed: Bed, prefix: str, no_pods: bool) -> None:
         self.bed = bed
@@ -275,7 +297,6 @@ def load_note() -> str:
 
 
 # --- where the machine's time goes during a phase ------------------------------------------------------
-BED_DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "mlflow", "node-agent")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -306,7 +327,7 @@ class CpuMeter:
     def __init__(self, operator_pid: int | None = None) -> None:
         pids_dir = REPO / ".bed" / "pids"
         self.pids: dict[str, int] = {}
-        for name in BED_DAEMONS:
+        for name in ORDER_DOWN:  # the bed's daemons, as the bed itself lists them
             with contextlib.suppress(OSError, ValueError):
                 self.pids[name] = int((pids_dir / f"{name}.pid").read_text().split()[0])
         if operator_pid is not None:
