@@ -45,7 +45,7 @@ lint: venv
 	$(VENV)/bin/mypy bed/kto_bed operator/kto_operator trainer/kto_trainer manifests/platform/base/prepare.py
 
 bench: venv build
-	$(PY) bench/run_all.py $(if $(SOAK),--soak $(SOAK))
+	$(PY) bench/run_all.py $(if $(SOAK),--soak $(SOAK)) $(if $(PUBLISH),--publish)
 
 chaos: venv build
 	$(PY) -m pytest -m chaos --timeout 1800 tests/chaos

@@ -1,12 +1,17 @@
-"""`make bench`: the operator's figures of docs/benchmarks.md, each next to its target, in one run.
+"""`make bench`: every benchmark (operator, power, trainer), every figure next to its target, one exit code.
 
-    .venv/bin/python bench/run_all.py [--soak SECONDS] [--runs N] [--only scale memory soak power]
-    make bench                 # 1,000-run burst, memory at 0/100/1,000 runs, a 5-minute soak, power
-    make bench SOAK=1800       # the 30-minute soak
+    .venv/bin/python bench/run_all.py [--soak SECONDS] [--runs N] [--only latency scale ...] [--publish]
+    make bench                 # all of it: 1,000-run burst, memory x3, a 5-minute soak, power, trainer
+    make bench SOAK=1800       # with the 30-minute soak
+    make bench PUBLISH=1       # also bench/results/results.json and the tables of docs/benchmarks.md
 
-Starts the bed if it is not up (and stops it afterwards in that case, like the tests; KTO_KEEP_BED=1
-keeps it). Each benchmark is its own script in bench/ (run alone for details); this runs them in turn,
-collects their JSON under .bed/bench/run-all-<time>/ and prints the summary table.
+Starts the bed if it is not up (and stops it afterwards in that case, like the tests; KTO_KEEP_BED=1 keeps
+it). Each benchmark is its own script in bench/ (run alone for details); this runs them in turn, reads the
+JSON each one writes, judges each figure against bench/targets.toml, prints the summary table and writes
+results.json under .bed/bench/run-all-<time>/.
+
+Exit code: 0 every gated target met; 1 a gated target missed; 2 a benchmark failed (or gave no value for a
+gated figure).
 """
 
 from __future__ import annotations
@@ -17,71 +22,73 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+if str(BENCH) not in sys.path:  # run as a file: its siblings are modules
+    sys.path.insert(0, str(BENCH))
+
+import render_docs  # noqa: E402
+from figures import EXTRACTORS  # noqa: E402
+from targets import Measured, exit_code, load_targets, results_document, summary_table  # noqa: E402
+
+PUBLISHED = BENCH / "results" / "results.json"
+DOC = REPO / "docs" / "benchmarks.md"
+# The latency figure is "one run at a time on an idle bed": it runs first, before any burst has loaded it.
+ORDER = ("latency", "scale", "memory", "soak", "power", "s3", "input", "train")
 
 
-def run(script: str, args: list[str], out: Path) -> dict[str, Any] | None:
-    """One benchmark script, its output streamed; its --json figures, or None if it failed."""
-    cmd = [sys.executable, str(BENCH / script), *args, "--json", str(out)]
+def plan(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Benchmark name -> its script and arguments (each also takes --json PATH)."""
+    low = min(100, args.runs)
+    levels = [str(low)] + ([str(args.runs)] if args.runs > low else [])
+    return {
+        "latency": ["bench_operator_latency.py", "--runs", str(args.latency_runs)],
+        "scale": ["bench_operator_scale.py", "--runs", str(args.runs), "--profile"],
+        "memory": ["bench_operator_memory.py", "levels", "--runs", *levels, "--repeat", str(args.memory_repeat)],
+        "soak": ["bench_operator_memory.py", "soak", "--seconds", str(args.soak)],
+        "power": ["bench_power.py", "--deployments", "50", "--rounds", "3"],
+        "s3": ["bench_s3_fetch.py", "--count", str(args.s3_count)],
+        "input": ["bench_input_pipeline.py"],
+        "train": ["bench_train_speed.py"],
+    }
+
+
+def run(command: list[str], out: Path) -> tuple[int, float, dict[str, Any] | None]:
+    """One benchmark script, its output streamed: (exit code, seconds, its --json figures or None)."""
+    cmd = [sys.executable, str(BENCH / command[0]), *command[1:], "--json", str(out)]
     print(f"\n=== {' '.join(cmd[1:])}", flush=True)
     started = time.monotonic()
     rc = subprocess.call(cmd, cwd=REPO)
-    print(f"=== {script}: exit {rc} after {time.monotonic() - started:.0f} s", flush=True)
-    if rc != 0 or not out.exists():
-        return None
-    return dict(json.loads(out.read_text()))
+    seconds = round(time.monotonic() - started, 1)
+    print(f"=== {command[0]}: exit {rc} after {seconds:.0f} s", flush=True)
+    output = dict(json.loads(out.read_text())) if rc == 0 and out.exists() else None
+    return rc, seconds, output
 
 
-Row = tuple[str, str, str, bool | None]
-
-
-def scale_rows(f: dict[str, Any]) -> list[Row]:
-    op, raw, mlflow = f["operator"], f["raw"], f["mlflow"]
-    return [
-        ("burst: operator runs/s vs raw Job creates/s", f"{op['runs_per_s']} / {raw['jobs_per_s']} = {f['ratio']:.2f}",
-         ">= 0.5", f["ratio"] >= 0.5),
-        ("burst: operator runs/s vs MLflow create_run/s", f"{op['runs_per_s']} / {mlflow['runs_per_s']} = "
-         f"{op['runs_per_s'] / mlflow['runs_per_s']:.2f}", "(the ceiling)", None),
-        ("burst: submit->Job p50 / p95 / p99", f"{op['p50_s']} / {op['p95_s']} / {op['p99_s']} s", "p95 <= 2 s",
-         op["p95_s"] <= 2.0),
-    ]
-
-
-def memory_rows(f: dict[str, Any]) -> list[Row]:
-    rss = {int(k): v for k, v in f["rss_mb"].items()}
-    top = max(rss)
-    return [("RSS at " + " / ".join(str(k) for k in sorted(rss)) + " runs",
-             " / ".join(f"{rss[k]}" for k in sorted(rss)) + " MB", "<= 150 MB at 1,000", rss[top] <= 150)]
-
-
-def soak_rows(f: dict[str, Any]) -> list[Row]:
-    return [(f"RSS drift, {f['seconds'] / 60:.0f}-min soak ({f['runs_done']} runs)",
-             f"{f['baseline_mb']:.1f} -> {f['end_mb']:.1f} MB ({100 * f['drift']:+.1f} %)", "< 10 % (30 min)",
-             f["drift"] < 0.10)]
-
-
-def power_rows(f: dict[str, Any]) -> list[Row]:
-    s = f["summary"]
-    rows: list[Row] = [(f"power: {k} (median / max)", f"{s[k]['median']:.2f} / {s[k]['max']:.2f} s", "<= 3 s",
-                        s[k]["max"] <= 3.0) for k in ("sleep_s", "wake_restored_s")]
-    # Pods Ready again is the node agent starting 50 processes, not the switch: no target.
-    k = "wake_ready_s"
-    return [*rows, (f"power: {k} (median / max)", f"{s[k]['median']:.2f} / {s[k]['max']:.2f} s", "(informational)",
-                    None)]
+def git_commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soak", type=float, default=300.0, help="soak seconds (default 300; the target is 1800)")
     parser.add_argument("--runs", type=int, default=1000, help="burst size and top memory level")
-    parser.add_argument("--only", nargs="+", choices=["scale", "memory", "soak", "power"],
-                        default=["scale", "memory", "soak", "power"])
+    parser.add_argument("--latency-runs", type=int, default=40, help="runs of the one-at-a-time latency bench")
+    parser.add_argument("--memory-repeat", type=int, default=3, help="memory levels runs (median taken)")
+    parser.add_argument("--s3-count", type=int, default=2000, help="images fetched from S3")
+    parser.add_argument("--only", nargs="+", choices=ORDER, default=list(ORDER))
+    parser.add_argument("--publish", action="store_true",
+                        help=f"write {PUBLISHED.relative_to(REPO)} and regenerate the tables of docs/benchmarks.md")
+    parser.add_argument("--note", default="", help="a line about this run kept in results.json (e.g. 'reduced')")
     args = parser.parse_args(argv)
+    specs = load_targets()  # a broken targets.toml fails before an hour of benchmarks
 
     from kto_bed import cli
     from kto_bed.controlplane import Ports
@@ -93,30 +100,42 @@ def main(argv: list[str] | None = None) -> int:
         cli.up(paths, ports)
     out = REPO / ".bed" / "bench" / f"run-all-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    plan: dict[str, tuple[str, list[str], Callable[[dict[str, Any]], list[Row]]]] = {
-        "scale": ("bench_operator_scale.py", ["--runs", str(args.runs), "--profile"], scale_rows),
-        "memory": ("bench_operator_memory.py", ["levels", "--runs", str(min(100, args.runs)), str(args.runs)],
-                   memory_rows),
-        "soak": ("bench_operator_memory.py", ["soak", "--seconds", str(args.soak)], soak_rows),
-        "power": ("bench_power.py", ["--deployments", "50", "--rounds", "3"], power_rows),
-    }
-    rows: list[Row] = []
+    meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(),
+                            "cpus": os.cpu_count(), "load_start": [round(x, 1) for x in os.getloadavg()],
+                            "args": sys.argv[1:] if argv is None else argv, "note": args.note}
+    benches: dict[str, dict[str, Any]] = {}
+    measured: dict[str, Measured] = {}
+    commands = plan(args)
+    started = time.monotonic()
     try:
-        for name in args.only:
-            script, script_args, to_rows = plan[name]
-            figures = run(script, script_args, out / f"{name}.json")
-            rows.extend(to_rows(figures) if figures else [(name, "FAILED (see its output above)", "", False)])
+        for name in (n for n in ORDER if n in args.only):
+            rc, seconds, output = run(commands[name], out / f"{name}.json")
+            benches[name] = {"exit": rc, "seconds": seconds, "command": commands[name], "output": output}
+            if output is not None:
+                try:
+                    measured.update(EXTRACTORS[name](output))
+                except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+                    print(f"=== {name}: its output lacks a figure ({err!r})", flush=True)
+                    benches[name]["exit"] = f"unreadable output: {err!r}"
     finally:
         if not was_up and not os.environ.get("KTO_KEEP_BED"):
             cli.down(paths)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    lines = ["| figure | value | target | met |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {'' if ok is None else ('yes' if ok else 'no')} |" for a, b, c, ok in rows]
-    table = "\n".join(lines)
-    (out / "summary.md").write_text(table + "\n")
-    print(f"\n{table}\n\n({os.cpu_count()} CPUs, load average now {load}; figures in {out})")
-    # A missed target is a figure, not an error; a benchmark that could not run is.
-    return 1 if any(value.startswith("FAILED") for _, value, _, _ in rows) else 0
+    meta["load_end"] = [round(x, 1) for x in os.getloadavg()]
+    meta["minutes"] = round((time.monotonic() - started) / 60, 1)
+    document = results_document(specs, measured, benches, meta)
+    (out / "results.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    code = exit_code(document)
+    print(f"\n{summary_table(document)}\n")
+    print(f"({meta['cpus']} CPUs, load average {meta['load_start']} at the start, {meta['load_end']} at the end; "
+          f"{meta['minutes']} min; figures in {out / 'results.json'})")
+    if args.publish:
+        PUBLISHED.parent.mkdir(parents=True, exist_ok=True)
+        PUBLISHED.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        DOC.write_text(render_docs.update(DOC.read_text(), document))
+        print(f"published: {PUBLISHED.relative_to(REPO)}, {DOC.relative_to(REPO)}")
+    print({0: "every gated target met", 1: "a gated target was MISSED",
+           2: "a benchmark FAILED"}[code] + f" (exit {code})")
+    return code
 
 
 if __name__ == "__main__":
