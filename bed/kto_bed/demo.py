@@ -34,6 +34,15 @@ SECRETS_ENV = Path("manifests/platform/secrets/secrets.env")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 
+def _env_values(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            values[k.strip()] = v.strip()
+    return values
+
+
 class DemoError(Exception):
     pass
 
@@ -105,23 +114,25 @@ class Demo:
 
     # -- steps --------------------------------------------------------------------------------
     def platform_secrets(self) -> dict[str, str]:
-        """Generate the platform's credentials once (git-ignored file), as the template asks a user to."""
+        """Generate the platform's credentials once (git-ignored file), as the template asks a user to; a file
+        from an older template keeps its values and gets the keys added since."""
         path = self.repo / SECRETS_ENV
-        if not path.exists():
-            template = (self.repo / "manifests/platform/secrets/secrets.env.example").read_text()
-            lines = []
-            for line in template.splitlines():
-                if "=change-me" in line:
-                    line = line.replace("change-me", secrets.token_hex(16))
-                lines.append(line)
-            path.write_text("\n".join(lines) + "\n")
+        old = _env_values(path.read_text()) if path.exists() else {}
+        if old and "MINIO_ROOT_USER" not in old and "AWS_ACCESS_KEY_ID" in old:
+            # Its S3 keys were MinIO's root user (docs/install.md, Upgrade); the trainers' user gets new ones.
+            old["MINIO_ROOT_USER"] = old.pop("AWS_ACCESS_KEY_ID")
+            old["MINIO_ROOT_PASSWORD"] = old.pop("AWS_SECRET_ACCESS_KEY", "")
+        lines = []
+        for line in (self.repo / "manifests/platform/secrets/secrets.env.example").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not line.lstrip().startswith("#"):
+                line = f"{key}={old.get(key) or (secrets.token_hex(16) if value == 'change-me' else value)}"
+            lines.append(line)
+        text = "\n".join(lines) + "\n"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
             path.chmod(0o600)
-        values = {}
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                k, _, v = line.partition("=")
-                values[k.strip()] = v.strip()
-        return values
+        return _env_values(text)
 
     def ready(self, kind: str, name: str) -> bool:
         obj = json.loads(self.kubectl("get", kind, name, "-n", self.ns, "-o", "json", check=False) or "{}")
@@ -155,8 +166,9 @@ class Demo:
     def upload_dataset(self, count: int) -> None:
         creds = self.platform_secrets()
         env = {**self.env, "MLFLOW_S3_ENDPOINT_URL": self.service_url("minio", 9000),
-               "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],
-               "AWS_SECRET_ACCESS_KEY": creds["AWS_SECRET_ACCESS_KEY"], "AWS_DEFAULT_REGION": "us-east-1"}
+               # MinIO's root user: the AWS_* keys are the trainers', who may only read the dataset.
+               "AWS_ACCESS_KEY_ID": creds["MINIO_ROOT_USER"],
+               "AWS_SECRET_ACCESS_KEY": creds["MINIO_ROOT_PASSWORD"], "AWS_DEFAULT_REGION": "us-east-1"}
         cmd = [sys.executable, "-m", "kto_trainer.dataset_tool", "--source", "digits", "--count", str(count),
                "--size", "32"]
         self.say(f"$ python -m kto_trainer.dataset_tool --source digits --count {count} --size 32")

@@ -117,13 +117,32 @@ def test_platform_comes_up_on_the_bed_and_tracks_a_run(bed: Any, openshift_names
         assert cur.fetchall() == (("epochs", "4"),)
     db.close()
 
-    s3 = boto3.client("s3", endpoint_url=f"http://{service_address(bed, namespace, 'minio')}:9000",
-                      region_name="us-east-1",
-                      aws_access_key_id=secrets["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=secrets["AWS_SECRET_ACCESS_KEY"])
+    minio = f"http://{service_address(bed, namespace, 'minio')}:9000"
+    s3 = boto3.client("s3", endpoint_url=minio, region_name="us-east-1",
+                      aws_access_key_id=secrets["MINIO_ROOT_USER"],
+                      aws_secret_access_key=secrets["MINIO_ROOT_PASSWORD"])
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} >= {"mlflow-artifacts", "cats-dogs-other"}
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
     assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
+
+    # The trainers' credentials (the Secret's AWS_* keys, a MinIO user made by MLflow's prepare step) read the
+    # dataset bucket and nothing else.
+    from botocore.exceptions import ClientError
+
+    s3.put_object(Bucket="cats-dogs-other", Key="dataset/probe.txt", Body=b"probe")
+    trainer = boto3.client("s3", endpoint_url=minio, region_name="us-east-1",
+                           aws_access_key_id=secrets["AWS_ACCESS_KEY_ID"],
+                           aws_secret_access_key=secrets["AWS_SECRET_ACCESS_KEY"])
+    assert trainer.get_object(Bucket="cats-dogs-other", Key="dataset/probe.txt")["Body"].read() == b"probe"
+    assert [o["Key"] for o in trainer.list_objects_v2(Bucket="cats-dogs-other")["Contents"]] == ["dataset/probe.txt"]
+    for denied in (lambda: trainer.put_object(Bucket="cats-dogs-other", Key="dataset/x", Body=b"x"),
+                   lambda: trainer.delete_object(Bucket="cats-dogs-other", Key="dataset/probe.txt"),
+                   lambda: trainer.list_objects_v2(Bucket="mlflow-artifacts"),
+                   lambda: trainer.get_object(Bucket="mlflow-artifacts", Key=keys[0])):
+        with pytest.raises(ClientError) as refused:
+            denied()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert {b["Name"] for b in trainer.list_buckets()["Buckets"]} == {"cats-dogs-other"}  # MinIO: what it may use
 
     # A new MLflow pod (restart, upgrade, wake) finds the schema current and the run still there.
     (old,) = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=mlflow").items

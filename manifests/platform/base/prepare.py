@@ -1,13 +1,14 @@
 """Init step of the MLflow pod: refuse placeholder credentials, wait for MySQL and MinIO, create or upgrade
 MLflow's database schema (`mlflow db upgrade`: creates the tables on an empty database, migrates them after an
-MLflow upgrade, does nothing when current), create the buckets, and (when basic auth is on) write MLflow's auth
-config. Runs with the MLflow image's Python (mlflow, boto3 inside).
+MLflow upgrade, does nothing when current), create the buckets and the trainers' read-only MinIO user, and
+(when basic auth is on) write MLflow's auth config. Runs with the MLflow image's Python (mlflow, boto3, minio).
 
 Environment: KTO_MYSQL_HOST, KTO_MYSQL_PORT, KTO_S3_ENDPOINT, KTO_ARTIFACT_BUCKET, KTO_DATASET_BUCKET,
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_BACKEND_STORE_URI; optional KTO_MLFLOW_AUTH_CONFIG (path of
-the auth .ini to write) with KTO_MLFLOW_AUTH_DB (its users' SQLite file), and KTO_PREPARE_TIMEOUT (seconds,
-default 600). Exit 1 on failure: the kubelet restarts the init container with back-off, and MLflow never starts
-against a missing database or bucket.
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (MinIO's root user), MLFLOW_BACKEND_STORE_URI; optional
+KTO_READER_ACCESS_KEY with KTO_READER_SECRET_KEY (the trainers' user, allowed to read KTO_DATASET_BUCKET only),
+KTO_MLFLOW_AUTH_CONFIG (path of the auth .ini to write) with KTO_MLFLOW_AUTH_DB (its users' SQLite file), and
+KTO_PREPARE_TIMEOUT (seconds, default 600). Exit 1 on failure: the kubelet restarts the init container with
+back-off, and MLflow never starts against a missing database or bucket.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 PLACEHOLDER = "change-me"
-SECRET_KEYS = ("MYSQL_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
+SECRET_KEYS = ("MYSQL_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "KTO_READER_ACCESS_KEY",
+               "KTO_READER_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
                "MLFLOW_FLASK_SERVER_SECRET_KEY")
+# The trainers' MinIO policy: read the dataset (and the weights next to it), nothing else.
+READER_POLICY = "kto-dataset-read"
 
 
 class PrepareError(RuntimeError):
@@ -84,6 +88,38 @@ def ensure_buckets(endpoint: str, key: str, secret: str, buckets: list[str]) -> 
     return created
 
 
+def reader_policy(bucket: str) -> dict[str, object]:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
+
+
+def ensure_reader(endpoint: str, key: str, secret: str, reader: str, reader_secret: str, bucket: str) -> None:
+    """Create or update the MinIO user `reader` with only READER_POLICY (MinIO's admin API; the request bodies
+    are encrypted with the root secret, which the `minio` package does). Idempotent: every start re-applies it,
+    so a changed secret in secrets.env takes effect at the next start."""
+    from urllib.parse import urlsplit
+
+    from minio.credentials import StaticProvider
+    from minio.error import MinioAdminException
+    from minio.minioadmin import MinioAdmin
+
+    if reader == key:
+        raise PrepareError("the trainers' AWS_ACCESS_KEY_ID must differ from MINIO_ROOT_USER (the root user)")
+    url = urlsplit(endpoint)
+    admin = MinioAdmin(endpoint=url.netloc, credentials=StaticProvider(key, secret), secure=url.scheme == "https")
+    try:
+        admin.policy_add(READER_POLICY, policy=reader_policy(bucket))
+        admin.user_add(reader, reader_secret)
+        try:
+            admin.attach_policy([READER_POLICY], user=reader)
+        except MinioAdminException as err:
+            if "PolicyChangeAlreadyApplied" not in str(err):
+                raise
+    except (MinioAdminException, OSError) as err:
+        raise PrepareError(f"MinIO user {reader}: {err}") from err
+
+
 def upgrade_database(uri: str) -> None:
     """`mlflow db upgrade URI`, in this process: the URI holds the password, kept out of process listings."""
     from mlflow.db import upgrade
@@ -139,6 +175,11 @@ def run(env: Mapping[str, str]) -> None:
     buckets = [b for b in (env.get("KTO_ARTIFACT_BUCKET"), env.get("KTO_DATASET_BUCKET")) if b]
     created = ensure_buckets(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], buckets)
     print(f"prepare: buckets {', '.join(buckets)} present (created: {', '.join(created) or 'none'})", flush=True)
+    reader, dataset = env.get("KTO_READER_ACCESS_KEY"), env.get("KTO_DATASET_BUCKET")
+    if reader and dataset:
+        ensure_reader(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], reader,
+                      env["KTO_READER_SECRET_KEY"], dataset)
+        print(f"prepare: MinIO user {reader} may read bucket {dataset} only", flush=True)
     auth_path = env.get("KTO_MLFLOW_AUTH_CONFIG")
     if auth_path:
         # Users in their own SQLite file (KTO_MLFLOW_AUTH_DB, in the pod): MLflow's auth tables cannot share
