@@ -1,5 +1,6 @@
 """The demo's path end to end, smaller: platform manifests on the bed, digits dataset, the operator in a
-pod on its own ServiceAccount, the example TrainingRun (1 epoch) to Succeeded, then platform off and on."""
+pod on its own ServiceAccount, the example TrainingRun to Succeeded with a model that learnt, then platform
+off and on."""
 
 from __future__ import annotations
 
@@ -16,20 +17,27 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.integration
 
+# The demo's own training (demo/examples: 32 px, weights none, 20 epochs) on 150 of the 531 digits, so that
+# the test split has 15 images. Run outside the bed with the same settings (trainer seed 42 as in the pod,
+# then 0 and 1): test accuracy 1.0, 1.0, 0.933; chance is 0.33. The threshold leaves room for the pod's
+# own numerics (another thread count under its CPU limit).
+COUNT, EPOCHS, MIN_TEST_ACCURACY = 150, 20, 0.8
+
 
 def test_demo_path_end_to_end(bed):
     ns = f"e2e-{uuid.uuid4().hex[:8]}"
     out = io.StringIO()
-    demo = Demo(BedPaths.default(), Ports.from_env(), ns, out=out, epochs=1)
+    demo = Demo(BedPaths.default(), Ports.from_env(), ns, out=out, epochs=EPOCHS)
     core = client.CoreV1Api(bed.api())
     try:
-        tr = run_all(demo, count=60, timeout=600)
+        tr = run_all(demo, count=COUNT, timeout=600)
         status = tr["status"]
         assert status["phase"] == "Succeeded"
-        assert 0.0 <= status["metrics"]["test_accuracy"] <= 1.0
+        assert status["metrics"]["test_accuracy"] >= MIN_TEST_ACCURACY, status["metrics"]
         run = MlflowClient(tracking_uri=demo.mlflow_url).get_run(status["mlflow"]["runId"])
         assert run.info.status == "FINISHED"
-        assert run.data.params["epochs"] == "1"
+        assert run.data.params["epochs"] == str(EPOCHS)
+        assert run.data.metrics["test_accuracy"] == pytest.approx(status["metrics"]["test_accuracy"])
         printed = out.getvalue()
         assert re.search(r"cats-dogs-other-1\s+Succeeded\s+cats-dogs-other\s+[0-9a-f]{32}", printed), printed
         assert "unreachable (asleep)" in printed
