@@ -3,12 +3,13 @@ tf.data pipeline reading PNG files) against a bare Keras `fit` on the same image
 
     .venv/bin/python bench/bench_train_speed.py [--sizes 64,224] [--batch 32] [--epochs 3] [--json out.json]
 
-Per size: `count` PNG images (3 classes) written to a temporary folder, then three fits of a fresh model
+Per size: `count` PNG images (3 classes) written to a temporary folder, then fits of a fresh model
 (`kto_trainer.model.build_model`, weights "none": ImageNet weights cost exactly the same compute), each
-`--epochs` epochs of the same images in batches of `--batch`:
-  1. bare: `model.fit(x, y)` on the decoded images as in-memory arrays (the model's own limit on this CPU);
-  2. trainer: `model.fit(dataset)` with `kto_trainer.data.split_dataset` on the files, as train() runs it;
-  3. bare again (the load drifts on a shared machine; the mean of 1 and 3 brackets 2).
+`--epochs` epochs of the same images in batches of `--batch`, alternating `--rounds` times
+  - bare: `model.fit(x, y)` on the decoded images as in-memory arrays (the model's own limit on this CPU);
+  - trainer: `model.fit(dataset)` with `kto_trainer.data.split_dataset` on the files, as train() runs it;
+and a last bare fit (the load drifts on a shared machine: the bare fits bracket the trainer's; each kind's
+figure is the mean of its fits).
 Images/s count the epochs after the first (the first traces the graph, and the trainer's also decodes and
 fills its cache: `first_epoch_s` is reported apart). Target (bench/targets.toml): trainer ÷ bare >= 0.9,
 i.e. the input pipeline is not what slows training.
@@ -65,7 +66,7 @@ def timed_fit(size: int, data: Any, epochs: int, batch: int, labels: np.ndarray 
     return timer.seconds
 
 
-def measure(size: int, count: int, batch: int, epochs: int) -> dict[str, Any]:
+def measure(size: int, count: int, batch: int, epochs: int, rounds: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         for name, (label, body) in synthetic_images(count, size, seed=0).items():  # the trainer's split layout
@@ -75,20 +76,30 @@ def measure(size: int, count: int, batch: int, epochs: int) -> dict[str, Any]:
         # The same decoded pixels as arrays: one pass of the pipeline without shuffling.
         plain, _ = split_dataset(root, CLASSES, size, count, shuffle=False, seed=0)
         x, y = (np.asarray(t) for t in next(iter(plain)))
-        bare_1 = timed_fit(size, x, epochs, batch, y)
-        trainer = timed_fit(size, dataset, epochs, batch)
-        bare_2 = timed_fit(size, x, epochs, batch, y)
+        bare: list[list[float]] = []
+        trainer: list[list[float]] = []
+        for _ in range(rounds):
+            bare.append(timed_fit(size, x, epochs, batch, y))
+            trainer.append(timed_fit(size, dataset, epochs, batch))
+        bare.append(timed_fit(size, x, epochs, batch, y))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     def rate(times: list[float]) -> float:
         return n * (len(times) - 1) / sum(times[1:])
 
-    bare = (rate(bare_1) + rate(bare_2)) / 2
-    return {"images": n, "epochs": epochs, "batch": batch, "fit_img_s": round(rate(trainer), 2),
-            "bare_img_s": round(bare, 2), "bare_runs_img_s": [round(rate(bare_1), 2), round(rate(bare_2), 2)],
-            "first_epoch_s": {"trainer": round(trainer[0], 2), "bare": round((bare_1[0] + bare_2[0]) / 2, 2)},
-            "epoch_s": {"trainer": [round(t, 3) for t in trainer], "bare": [round(t, 3) for t in bare_1 + bare_2]}}
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    return {"images": n, "epochs": epochs, "batch": batch, "rounds": rounds,
+            "fit_img_s": round(mean([rate(t) for t in trainer]), 2),
+            "bare_img_s": round(mean([rate(t) for t in bare]), 2),
+            "fit_runs_img_s": [round(rate(t), 2) for t in trainer],
+            "bare_runs_img_s": [round(rate(t), 2) for t in bare],
+            "first_epoch_s": {"trainer": round(mean([t[0] for t in trainer]), 2),
+                              "bare": round(mean([t[0] for t in bare]), 2)},
+            "epoch_s": {"trainer": [[round(e, 3) for e in t] for t in trainer],
+                        "bare": [[round(e, 3) for e in t] for t in bare]}}
 
 
 def main() -> int:
@@ -96,6 +107,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="64,224")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3, help="per fit; the first is not timed")
+    parser.add_argument("--rounds", type=int, default=2, help="bare + trainer fits, then one more bare fit")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.epochs < 2:
@@ -105,11 +117,12 @@ def main() -> int:
     print(f"TF {tf.__version__} on {device}; {cpu_note()}; batch {args.batch}", flush=True)
     sizes: dict[str, Any] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        r = measure(size, COUNTS.get(size, 64), args.batch, args.epochs)
+        r = measure(size, COUNTS.get(size, 64), args.batch, args.epochs, args.rounds)
         sizes[str(size)] = r
         print(f"image_size {size:4d}: trainer's fit {r['fit_img_s']:7.1f} images/s, bare fit {r['bare_img_s']:7.1f} "
-              f"images/s (runs {r['bare_runs_img_s']}): ratio {r['fit_img_s'] / r['bare_img_s']:.2f} "
-              f"(target >= 0.9); first epoch {r['first_epoch_s']['trainer']} s vs {r['first_epoch_s']['bare']} s",
+              f"images/s (fits: trainer {r['fit_runs_img_s']}, bare {r['bare_runs_img_s']}): ratio "
+              f"{r['fit_img_s'] / r['bare_img_s']:.2f} (target >= 0.9); first epoch "
+              f"{r['first_epoch_s']['trainer']} s vs {r['first_epoch_s']['bare']} s",
               flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": device, "sizes": sizes}, indent=2))
