@@ -71,8 +71,10 @@ def _log_missing_params(run_id: str, params: dict[str, str]) -> None:
 
 
 def _terminated(signum: int, _frame: object) -> None:
-    # As a container's PID 1 the default action of SIGTERM is to ignore it: exit like a killed process.
-    raise SystemExit(128 + signum)
+    # As a container's PID 1 the default action of SIGTERM is to ignore it: die like a killed process, without
+    # the exit handlers (MLflow's would close the run FINISHED; a killed trainer leaves that to the operator).
+    sys.stdout.flush()
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
