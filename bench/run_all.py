@@ -68,6 +68,19 @@ def run(command: list[str], out: Path) -> tuple[int, float, dict[str, Any] | Non
     return rc, seconds, output
 
 
+def without_note(argv: list[str]) -> list[str]:
+    """The command line as results.json records it: the note is kept apart."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def git_commit() -> str:
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
                           check=False).stdout.strip()
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(),
                             "cpus": os.cpu_count(), "load_start": [round(x, 1) for x in os.getloadavg()],
-                            "args": sys.argv[1:] if argv is None else argv, "note": args.note}
+                            "args": without_note(sys.argv[1:] if argv is None else argv), "note": args.note}
     benches: dict[str, dict[str, Any]] = {}
     measured: dict[str, Measured] = {}
     commands = plan(args)

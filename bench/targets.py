@@ -190,9 +190,9 @@ def table_rows(document: Mapping[str, Any], groups: Iterable[str] | None = None)
             value = f"**{value}** ({figure['detail']})" if figure["gate"] else f"{value} ({figure['detail']})"
         elif figure["gate"] and figure["value"] is not None:
             value = f"**{value}**"
-        target = figure["target"] or "—"
+        target = figure["target"] or ""
         if not figure["gate"]:
-            target = f"{target}; informational: {figure['why']}"
+            target = f"{target} (informational: {figure['why']})" if target else f"informational: {figure['why']}"
         rows.append([figure["title"], value, target, verdict(figure)])
     return rows
 

@@ -142,7 +142,13 @@ def test_table_rows_show_the_target_and_the_reason_of_informational_figures() ->
     doc = document({"a": 0.5, "i": 3.0}, {"a": True, "i": False}, {"b": {"exit": 0}})
     rows = {row[0]: row for row in table_rows(doc)}
     assert rows["title a"] == ["title a", "**0.50 s**", ">= 1", "no"]
-    assert rows["title i"][2] == ">= 1; informational: a reason" and rows["title i"][3] == "yes (informational)"
+    assert rows["title i"][2] == ">= 1 (informational: a reason)" and rows["title i"][3] == "yes (informational)"
+
+
+def test_the_note_of_a_run_is_kept_apart_from_its_command_line() -> None:
+    assert run_all.without_note(["--runs", "100", "--note", "reduced, see why", "--publish"]) == ["--runs", "100",
+                                                                                                  "--publish"]
+    assert run_all.without_note(["--note=x", "--soak", "60"]) == ["--soak", "60"]
 
 
 @pytest.mark.parametrize(("value", "unit", "text"), [
