@@ -49,24 +49,25 @@ def main() -> int:
     core.create_namespace({"metadata": {"name": ns}})
     wait_for(lambda: core.list_namespaced_service_account(ns).items, 30, "default ServiceAccount")
     cold, warm = [], []
+    name = node.qualified(args.image)
+
+    def users() -> list[str]:
+        return [line for line in node.crictl(paths, "containers", "list").stdout.splitlines()
+                if f" {name} " in f" {line} "]
+
     try:
         for i in range(args.pods):
             # Cold: the node forgets the image, layers and unpacked snapshots too (--sync: garbage-collected
             # before it returns; no pod uses it: the previous cold pod is deleted first).
             core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
             wait_for(lambda: not core.list_namespaced_pod(ns).items, 60, "pods gone")
-            name = node.qualified(args.image)
-
-            def users() -> list[str]:
-                return [line for line in node.crictl(paths, "containers", "list").stdout.splitlines()
-                        if f" {name} " in f" {line} "]
-
             # A container (even an exited one) keeps the layers: the start would not be cold. The kubelet
             # removes a deleted pod's containers within seconds; other users make a cold start impossible.
             try:
                 wait_for(lambda: not users(), 60, f"no container using {name}")
             except AssertionError:
-                raise SystemExit(f"{len(users())} containers on the node use {name}: no cold start possible now")
+                raise SystemExit(f"{len(users())} containers on the node use {name}: no cold start possible now") \
+                    from None
             # Every name of that digest goes (the CRI also keeps it as repo@sha256:…), else nothing is collected.
             rows = [line.split() for line in node.crictl(paths, "images", "list").stdout.splitlines()[1:]]
             digest = next((row[2] for row in rows if row and row[0] == name), None)
