@@ -1,18 +1,19 @@
 """Training speed of the frozen-VGG16 model on this machine's CPU at 64 and 224 px: the trainer's `fit` (its
 tf.data pipeline reading PNG files) against a bare Keras `fit` on the same images held in memory.
 
-    .venv/bin/python bench/bench_train_speed.py [--sizes 64,224] [--batch 32] [--epochs 3] [--json out.json]
+    .venv/bin/python bench/bench_train_speed.py [--sizes 64,224] [--batch 32] [--pairs 4] [--json out.json]
 
-Per size: `count` PNG images (3 classes) written to a temporary folder, then fits of a fresh model
-(`kto_trainer.model.build_model`, weights "none": ImageNet weights cost exactly the same compute), each
-`--epochs` epochs of the same images in batches of `--batch`, alternating `--rounds` times
+Per size: `count` PNG images (3 classes) written to a temporary folder and one model
+(`kto_trainer.model.build_model`, weights "none": ImageNet weights cost exactly the same compute) trained
+one epoch at a time, in batches of `--batch`, alternately on
   - bare: `model.fit(x, y)` on the decoded images as in-memory arrays (the model's own limit on this CPU);
-  - trainer: `model.fit(dataset)` with `kto_trainer.data.split_dataset` on the files, as train() runs it;
-and a last bare fit (the load drifts on a shared machine: the bare fits bracket the trainer's; each kind's
-figure is the mean of its fits).
-Images/s count the epochs after the first (the first traces the graph, and the trainer's also decodes and
-fills its cache: `first_epoch_s` is reported apart). Target (bench/targets.toml): trainer ÷ bare >= 0.9,
-i.e. the input pipeline is not what slows training.
+  - trainer: `model.fit(dataset)` with `kto_trainer.data.split_dataset` on the files, as train() runs it.
+One untimed epoch of each first (it traces the train step for each input, and the trainer's decodes the
+files and fills its cache: `first_epoch_s`), then `--pairs` pairs of epochs, bare and trainer side by side
+in time, the order swapped from one pair to the next: on a shared machine the load drifts by the minute,
+and epochs seconds apart see the same load (separate fits a minute apart once differed by 2x). Images/s
+= images x epochs / the epochs' time (Keras' own epoch boundaries). Target (bench/targets.toml): trainer ÷
+bare >= 0.9, i.e. the input pipeline is not what slows training.
 """
 
 from __future__ import annotations
@@ -54,19 +55,16 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def timed_fit(size: int, data: Any, epochs: int, batch: int, labels: np.ndarray | None = None) -> list[float]:
-    """Epoch times of a fresh, equally seeded model fitted on `data` (arrays with `labels`, or a dataset)."""
-    keras.utils.set_random_seed(0)
-    model = build_model(len(CLASSES), size)
-    timer = EpochTimer()
+def one_epoch(model: keras.Model, timer: EpochTimer, data: Any, batch: int, labels: np.ndarray | None) -> float:
+    """One epoch of `model` on `data` (arrays with `labels`, or a dataset); its seconds."""
     if labels is None:
-        model.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=[timer])
+        model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
     else:
-        model.fit(data, labels, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
-    return timer.seconds
+        model.fit(data, labels, batch_size=batch, epochs=1, shuffle=True, verbose=0, callbacks=[timer])
+    return timer.seconds[-1]
 
 
-def measure(size: int, count: int, batch: int, epochs: int, rounds: int) -> dict[str, Any]:
+def measure(size: int, count: int, batch: int, pairs: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         for name, (label, body) in synthetic_images(count, size, seed=0).items():  # the trainer's split layout
@@ -76,51 +74,44 @@ def measure(size: int, count: int, batch: int, epochs: int, rounds: int) -> dict
         # The same decoded pixels as arrays: one pass of the pipeline without shuffling.
         plain, _ = split_dataset(root, CLASSES, size, count, shuffle=False, seed=0)
         x, y = (np.asarray(t) for t in next(iter(plain)))
-        bare: list[list[float]] = []
-        trainer: list[list[float]] = []
-        for _ in range(rounds):
-            bare.append(timed_fit(size, x, epochs, batch, y))
-            trainer.append(timed_fit(size, dataset, epochs, batch))
-        bare.append(timed_fit(size, x, epochs, batch, y))
+        keras.utils.set_random_seed(0)
+        model, timer = build_model(len(CLASSES), size), EpochTimer()
+        first = {"bare": one_epoch(model, timer, x, batch, y), "trainer": one_epoch(model, timer, dataset, batch, None)}
+        epochs: dict[str, list[float]] = {"bare": [], "trainer": []}
+        for i in range(pairs):
+            for kind in (("bare", "trainer") if i % 2 == 0 else ("trainer", "bare")):
+                data, labels = (x, y) if kind == "bare" else (dataset, None)
+                epochs[kind].append(one_epoch(model, timer, data, batch, labels))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     def rate(times: list[float]) -> float:
-        return n * (len(times) - 1) / sum(times[1:])
+        return n * len(times) / sum(times)
 
-    def mean(values: list[float]) -> float:
-        return sum(values) / len(values)
-
-    return {"images": n, "epochs": epochs, "batch": batch, "rounds": rounds,
-            "fit_img_s": round(mean([rate(t) for t in trainer]), 2),
-            "bare_img_s": round(mean([rate(t) for t in bare]), 2),
-            "fit_runs_img_s": [round(rate(t), 2) for t in trainer],
-            "bare_runs_img_s": [round(rate(t), 2) for t in bare],
-            "first_epoch_s": {"trainer": round(mean([t[0] for t in trainer]), 2),
-                              "bare": round(mean([t[0] for t in bare]), 2)},
-            "epoch_s": {"trainer": [[round(e, 3) for e in t] for t in trainer],
-                        "bare": [[round(e, 3) for e in t] for t in bare]}}
+    return {"images": n, "epochs": pairs, "batch": batch,
+            "fit_img_s": round(rate(epochs["trainer"]), 2), "bare_img_s": round(rate(epochs["bare"]), 2),
+            "first_epoch_s": {k: round(v, 2) for k, v in first.items()},
+            "epoch_s": {k: [round(t, 3) for t in v] for k, v in epochs.items()}}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,224")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3, help="per fit; the first is not timed")
-    parser.add_argument("--rounds", type=int, default=2, help="bare + trainer fits, then one more bare fit")
+    parser.add_argument("--pairs", type=int, default=4, help="timed epochs of each kind, side by side")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if args.epochs < 2:
-        parser.error("--epochs must be >= 2 (the first epoch is not timed)")
+    if args.pairs < 1:
+        parser.error("--pairs must be >= 1")
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU {gpus[0].name}" if gpus else "CPU"
     print(f"TF {tf.__version__} on {device}; {cpu_note()}; batch {args.batch}", flush=True)
     sizes: dict[str, Any] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        r = measure(size, COUNTS.get(size, 64), args.batch, args.epochs, args.rounds)
+        r = measure(size, COUNTS.get(size, 64), args.batch, args.pairs)
         sizes[str(size)] = r
         print(f"image_size {size:4d}: trainer's fit {r['fit_img_s']:7.1f} images/s, bare fit {r['bare_img_s']:7.1f} "
-              f"images/s (fits: trainer {r['fit_runs_img_s']}, bare {r['bare_runs_img_s']}): ratio "
+              f"images/s (epochs: trainer {r['epoch_s']['trainer']} s, bare {r['epoch_s']['bare']} s): ratio "
               f"{r['fit_img_s'] / r['bare_img_s']:.2f} (target >= 0.9); first epoch "
               f"{r['first_epoch_s']['trainer']} s vs {r['first_epoch_s']['bare']} s",
               flush=True)
