@@ -25,7 +25,8 @@ HELP = {
     "split_ratio_train": "share of each class used for training",
     "split_ratio_evaluate": "share of each class used for validation during training",
     "split_ratio_test": "share of each class held out for the final test",
-    "batch_size": "images per batch",
+    "batch_size": "images per training step over all workers (global batch: each of N workers takes "
+                  "batch_size/N, which must be whole)",
     "epochs": "training epochs",
     "working_dir": "local folder for the dataset, model and plots",
     "model_filename": "saved model file name (.keras) under <working_dir>/model",
@@ -37,6 +38,7 @@ HELP = {
     "weights_file": "local path or s3://bucket/key of the VGG16 notop weights used by --weights imagenet",
     "dataset_dir": "read the course layout from this local folder instead of S3",
     "download_workers": "concurrent downloads",
+    "mixed_precision": "true: float16 compute on a GPU (bfloat16 on CPUs), float32 weights and output",
 }
 
 
@@ -44,7 +46,18 @@ def _optional_str(value: str) -> str | None:
     return value or None
 
 
-CONVERTERS: dict[str, Callable[[str], object]] = {"float": float, "int": int, "str | None": _optional_str}
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+CONVERTERS: dict[str, Callable[[str], object]] = {
+    "float": float, "int": int, "str | None": _optional_str, "bool": _bool,
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,7 +66,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, description="Train the cats/dogs/other VGG16 classifier, tracked in MLflow.")
+    parser = OneLineParser(
+        prog=PROG, description="Train the cats/dogs/other VGG16 classifier, tracked in MLflow.",
+        epilog="Several workers (TensorFlow's MultiWorkerMirroredStrategy): TF_CONFIG, or KTO_WORKER_HOSTS "
+               "(host:port,...) with JOB_COMPLETION_INDEX as the kto operator gives an Indexed Job's pods. "
+               "batch_size stays global; worker 0 alone logs to MLflow and saves the model.",
+    )
     defaults = TrainConfig.__dataclass_fields__
     for field in fields(TrainConfig):
         default = defaults[field.name].default

@@ -58,6 +58,8 @@ class TrainConfig:
     # Read the course layout from a local folder instead of S3 (same keys below that folder).
     dataset_dir: str | None = None
     download_workers: int = 16
+    # Mixed precision (float16 compute on a GPU, bfloat16 on CPUs; float32 variables and output).
+    mixed_precision: bool = False
 
     def __post_init__(self) -> None:
         _ = self.ratios  # validates the three ratios
@@ -105,4 +107,6 @@ class TrainConfig:
 
     def params(self) -> dict[str, str]:
         """Parameters as logged to MLflow (strings, the way MLflow stores them)."""
-        return {key: str(value) for key, value in asdict(self).items() if value is not None}
+        # Booleans as the operator renders them (true/false): MLflow refuses a param logged twice differently.
+        return {key: str(value).lower() if isinstance(value, bool) else str(value)
+                for key, value in asdict(self).items() if value is not None}

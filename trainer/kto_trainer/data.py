@@ -43,8 +43,8 @@ def decode_resize(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def to_float(images: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.cast(images, tf.float32), label
+def to_float(images: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    return (tf.cast(images, tf.float32), *rest)
 
 
 def make_dataset(
@@ -56,12 +56,17 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     cache: bool = True,
+    weights: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
-    files = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, dtype=np.int32)))
+    """(images, labels) batches; (images, labels, weights) when `weights` are given (one per path)."""
+    columns: tuple[object, ...] = (list(paths), np.asarray(labels, dtype=np.int32))
+    if weights is not None:
+        columns += (np.asarray(weights, dtype=np.float32),)
+    files = tf.data.Dataset.from_tensor_slices(columns)
     # Decode and resize run once per image, in parallel, and are cached as uint8 raw pixels (a quarter of
     # float32's memory); each epoch then only shuffles, batches and casts whole batches to float32.
     dataset = files.map(
-        lambda path, label: (decode_resize(tf.io.read_file(path), image_size), label),
+        lambda path, *rest: (decode_resize(tf.io.read_file(path), image_size), *rest),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )

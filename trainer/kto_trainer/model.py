@@ -122,7 +122,8 @@ def build_model(
     features = keras.layers.Dropout(0.2)(features)
     features = keras.layers.Flatten()(features)
     features = keras.layers.Dense(64, activation="relu", kernel_initializer="he_uniform")(features)
-    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(features)
+    # float32 output under a mixed-precision policy too: a float16 softmax saturates and its loss overflows.
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="probabilities", dtype="float32")(features)
     model = keras.Model(inputs=inputs, outputs=probabilities, name="vgg16_transfer")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, name="adam"),  # stable param name
