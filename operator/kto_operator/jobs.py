@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import naming
+from . import indexed, naming
 from .settings import OperatorSettings
 
 # Secret keys read through secretKeyRef. The values never pass through the operator.
@@ -128,7 +128,8 @@ def owner_reference(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds) -> dict[str, Any]:
-    """The batch/v1 Job manifest running the trainer of TrainingRun `run` for MLflow run `ids`."""
+    """The batch/v1 Job manifest running the trainer of TrainingRun `run` for MLflow run `ids`: one pod, or
+    an Indexed Job of spec.workers pods (see indexed)."""
     meta = run["metadata"]
     spec = run["spec"]
     name = naming.job_name(meta["name"])
@@ -187,7 +188,10 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
     if ttl is not None:
         job_spec["ttlSecondsAfterFinished"] = int(ttl)
 
-    return {
+    problem = indexed.spec_problem(name, spec)
+    if problem:
+        raise InvalidSpec(problem)
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -199,3 +203,4 @@ def build_job(run: Mapping[str, Any], settings: OperatorSettings, ids: MlflowIds
         },
         "spec": job_spec,
     }
+    return indexed.distribute(job, indexed.workers(spec))

@@ -12,6 +12,7 @@ from .kube_rest import MERGE_PATCH, ApiError, Client, Resource
 RUNS = Resource(naming.GROUP, naming.VERSION, naming.PLURAL)
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
+SERVICES = Resource("", "v1", "services")
 EVENTS = Resource("", "v1", "events")
 
 
@@ -96,6 +97,31 @@ class Kube:
             if err.status in (404, 409):
                 return False
             raise
+
+    # Services ---------------------------------------------------------------------------------------
+    def create_service(self, manifest: Mapping[str, Any], owner_uid: str) -> bool:
+        """Create the workers' headless Service; False if it exists and is ours (an earlier attempt's).
+        JobConflict / JobRejected as for the Job: the Service is part of starting it."""
+        namespace = manifest["metadata"]["namespace"]
+        name = manifest["metadata"]["name"]
+        try:
+            self.api.request("POST", SERVICES.path(namespace), body=manifest)
+            return True
+        except ApiError as err:
+            if err.status == 422:
+                raise JobRejected(err.message) from err
+            if err.status != 409:
+                raise
+        try:
+            existing = self.api.request("GET", SERVICES.path(namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                raise JobConflict(f"Service {name} is being deleted") from err
+            raise
+        owners = existing["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid for o in owners):
+            raise JobConflict(f"Service {name} already exists and does not belong to this TrainingRun")
+        return False
 
     def list_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
         """The trainer pods of TrainingRun `uid` (by label: pods of an older Job never match)."""

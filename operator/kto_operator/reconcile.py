@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import jobs, naming, refusals, status
+from . import indexed, jobs, naming, refusals, status, workers
 from .context import Context, PlatformGate, crash_point
 from .kube import JobConflict, JobRejected
 from .tracking import MlflowUnavailable, RegisterRule, RunInfo, TrackingError
@@ -89,7 +89,7 @@ def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
 
 
 def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-            start_time: str | None = None) -> bool:
+            start_time: str | None = None, ready: str | None = None) -> bool:
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
     final metrics, model registration; then the status. With MLflow down the status keeps its phase
     (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow."""
@@ -97,11 +97,13 @@ def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: 
     extra: dict[str, Any] = {"completionTime": status.format_time(ctx.clock())}
     if start_time and not (tr.get("status") or {}).get("startTime"):
         extra["startTime"] = start_time
+    if ready:
+        extra["workers"] = ready
     notes: list[str] = []
     if ids.get("runId"):
         uri, run_id = _uri(ctx, tr), str(ids["runId"])
         try:
-            ctx.tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase])
+            ctx.tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase], workers.mlflow_overrides(tr["spec"], phase))
             metrics = _finite(ctx.tracker.metrics(uri, run_id))
             rule = RegisterRule.from_spec(tr["spec"].get("registerModel"))
             if phase == status.SUCCEEDED and rule:
@@ -225,7 +227,10 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> bool:
     """Create (or find) the Job; False when the API server refuses it for good (the run Failed)."""
     meta = tr["metadata"]
     manifest = jobs.build_job(tr, ctx.settings, ids)
+    service = indexed.build_service(manifest, jobs.owner_reference(tr))  # workers > 1: before its pods
     try:
+        if service is not None:
+            ctx.kube.create_service(service, meta["uid"])
         created = ctx.kube.create_job(manifest, meta["uid"])
     except JobConflict as exc:
         _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
@@ -288,14 +293,15 @@ def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
     observed = refusals.observe(ctx.kube, job, meta["namespace"], meta["uid"], ctx.clock(), ctx.limits)
     _record_image(ctx, tr, observed.image_id)
     if observed.terminal:
-        finished = _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time)
+        finished = _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
+                           observed.workers)
         if finished:
             ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).
         if finished and observed.stop_job and ctx.kube.delete_job(meta["namespace"], job_name, meta["uid"]):
             _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
         return
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"workers": observed.workers} if observed.workers else {}
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
     if observed.phase == status.RUNNING and with_progress:

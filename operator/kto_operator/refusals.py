@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import status
+from . import status, workers
 from .kube import Kube
 
 QUOTA_EXCEEDED = "QuotaExceeded"
@@ -36,9 +36,9 @@ def refusal(events: Iterable[Mapping[str, Any]]) -> status.Observation | None:
 
 def observe(kube: Kube, job: Mapping[str, Any], namespace: str, uid: str, now: datetime.datetime,
             limits: status.Limits) -> status.Observation:
-    """status.observe of the Job and the run's pods; for a Job that has had time to make its pod and has none,
+    """workers.observe of the Job and the run's pods; for a Job that has had time to make its pod and has none,
     what its Events say."""
-    observed = status.observe(job, kube.list_pods(namespace, uid), now, limits)
+    observed = workers.observe(job, kube.list_pods(namespace, uid), now, limits)
     if observed.reason != status.NO_POD:
         return observed
     created = status.parse_time(job["metadata"].get("creationTimestamp"))

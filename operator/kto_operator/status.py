@@ -45,6 +45,8 @@ class Observation:
     stop_job: bool = False
     # The trainer image by digest, once a pod has pulled it (containerStatuses[].imageID).
     image_id: str | None = None
+    # Workers ready of workers asked for, "k/N" (status.workers; see workers.observe).
+    workers: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -78,11 +80,11 @@ def log_tail(text: str | None, lines: int, max_chars: int) -> str:
     return tail if len(tail) <= max_chars else "…" + tail[-(max_chars - 1) :]
 
 
-def _true_conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def true_conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
 
 
-def _trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+def trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for status in statuses:
         if status.get("name") == naming.CONTAINER_NAME:
@@ -105,11 +107,11 @@ def _join(*parts: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _failure_from_pods(pods: Sequence[Mapping[str, Any]], limits: Limits) -> tuple[str, str] | None:
+def failure_from_pods(pods: Sequence[Mapping[str, Any]], limits: Limits) -> tuple[str, str] | None:
     """(reason, message) of the newest pod whose trainer terminated with an error."""
     for pod in _newest_first(pods):
-        terminated = (_trainer_status(pod).get("state") or {}).get("terminated") or (
-            _trainer_status(pod).get("lastState") or {}
+        terminated = (trainer_status(pod).get("state") or {}).get("terminated") or (
+            trainer_status(pod).get("lastState") or {}
         ).get("terminated")
         tail = ""
         if terminated:
@@ -134,25 +136,25 @@ def _job_failure(job: Mapping[str, Any], condition: Mapping[str, Any], pods: Seq
     job_reason = str(condition.get("reason") or "JobFailed")
     if job_reason == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
-        found = _failure_from_pods(pods, limits)
+        found = failure_from_pods(pods, limits)
         tail = found[1] if found and found[0] == "ExitCode" else ""
         text = f"the run exceeded activeDeadlineSeconds={deadline}"
         return Observation(FAILED, "DeadlineExceeded", _join(text, tail))
-    found = _failure_from_pods(pods, limits)
+    found = failure_from_pods(pods, limits)
     if found:
         return Observation(FAILED, found[0], found[1])
     return Observation(FAILED, job_reason, str(condition.get("message") or "the Job failed"))
 
 
 def _pod_start(pod: Mapping[str, Any]) -> str | None:
-    running = (_trainer_status(pod).get("state") or {}).get("running") or {}
+    running = (trainer_status(pod).get("state") or {}).get("running") or {}
     return running.get("startedAt") or (pod.get("status") or {}).get("startTime")
 
 
-def _observe_pod(pod: Mapping[str, Any], now: datetime.datetime, limits: Limits) -> Observation:
+def observe_pod(pod: Mapping[str, Any], now: datetime.datetime, limits: Limits) -> Observation:
     name = pod["metadata"].get("name", "")
     status = pod.get("status") or {}
-    state = _trainer_status(pod).get("state") or {}
+    state = trainer_status(pod).get("state") or {}
     waiting = state.get("waiting") or {}
     reason = waiting.get("reason")
     if reason in IMAGE_PULL_ERRORS:
@@ -186,13 +188,13 @@ FINAL_JOB_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed")
 
 def job_finished(job: Mapping[str, Any]) -> bool:
     """The Job controller has concluded (success or failure)."""
-    return any(kind in FINAL_JOB_CONDITIONS for kind in _true_conditions(job))
+    return any(kind in FINAL_JOB_CONDITIONS for kind in true_conditions(job))
 
 
 def image_id(pods: Sequence[Mapping[str, Any]]) -> str | None:
     """The digest the newest trainer pod runs (or ran): what the run was trained with."""
     for pod in _newest_first(pods):
-        found = _trainer_status(pod).get("imageID")
+        found = trainer_status(pod).get("imageID")
         if found:
             return str(found)
     return None
@@ -206,7 +208,7 @@ def observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: date
 
 def _observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime.datetime,
              limits: Limits) -> Observation:
-    conditions = _true_conditions(job)
+    conditions = true_conditions(job)
     start = next((s for s in map(_pod_start, _newest_first(pods)) if s), None)
     for kind in ("Complete", "SuccessCriteriaMet"):
         if kind in conditions:
@@ -221,7 +223,7 @@ def _observe(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: dat
     newest = _newest_first(pods)
     if not newest:
         return Observation(PENDING, NO_POD, "waiting for the trainer pod")
-    return _observe_pod(newest[0], now, limits)
+    return observe_pod(newest[0], now, limits)
 
 
 def set_condition(conditions: Sequence[Mapping[str, Any]], type_: str, status: str, reason: str, message: str,

@@ -173,10 +173,12 @@ class Tracker:
     def status(self, uri: str, run_id: str) -> str:
         return str(self._run(uri, run_id, "read run status")["info"]["status"])
 
-    def terminate(self, uri: str, run_id: str, status: str) -> bool:
-        """Set a final status unless the trainer already did; True if this call set it."""
+    def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
+        """Set a final status unless the trainer already did (a final status in `replace` is overwritten);
+        True if this call set it."""
         what = f"set run status {status}"
-        if self._run(uri, run_id, what)["info"]["status"] not in ACTIVE_STATUSES:
+        current = self._run(uri, run_id, what)["info"]["status"]
+        if current == status or current not in ACTIVE_STATUSES | replace:
             return False
         self.client(uri).post("runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()}, what)
         return True

@@ -41,6 +41,7 @@ EXPECTED_RULES = [
     (("kto.dev",), ("powerschedules",), ("get", "list", "watch", "patch")),
     (("kto.dev",), ("powerschedules/status",), ("patch",)),
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "delete")),
+    (("",), ("services",), ("get", "create")),
     (("",), ("pods",), ("list", "watch")),
     (("",), ("events",), ("create", "list")),
     (("apps",), ("deployments", "statefulsets"), ("get", "list", "patch")),

@@ -95,6 +95,21 @@ def test_terminate_only_an_active_run(tracker: Tracker, mlflow_uri: str, mlflow:
     assert info.status == "FAILED" and info.end_time >= info.start_time
 
 
+def test_terminate_replaces_only_the_final_statuses_it_is_told(tracker: Tracker, mlflow_uri: str, mlflow: Any,
+                                                               exp: str) -> None:
+    """A run of several workers: the operator's FAILED overwrites the KILLED of a worker stopped because another
+    failed (MLflow's server accepts a new status on a finished run), never a FINISHED."""
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    mlflow.set_terminated(run.run_id, "KILLED")
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is False
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})) is True
+    assert tracker.status(mlflow_uri, run.run_id) == "FAILED"
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})) is False
+    mlflow.set_terminated(run.run_id, "FINISHED")
+    assert tracker.terminate(mlflow_uri, run.run_id, "KILLED", frozenset({"KILLED", "FAILED"})) is False
+    assert tracker.status(mlflow_uri, run.run_id) == "FINISHED"
+
+
 def test_metrics_and_epochs_done(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     for step in range(4):
