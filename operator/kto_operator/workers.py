@@ -14,6 +14,7 @@ from typing import Any
 from . import indexed, status
 
 WORKERS_STARTING = "WorkersStarting"
+SIGTERM_EXIT = 143
 # What the operator's final MLflow status overwrites for a run of several workers (see mlflow_overrides).
 _STOPPED = frozenset({"KILLED", "FAILED"})
 
@@ -61,7 +62,9 @@ def first_failure(pods: Sequence[Mapping[str, Any]], limits: status.Limits) -> t
     for pod in pods:
         found = status.failure_from_pods([pod], limits)
         if found:
-            failed.append((_terminated(pod).get("finishedAt") or "~", pod, found))
+            ended = _terminated(pod)
+            # finishedAt has whole seconds: within one, a worker that was sent SIGTERM (143) was stopped.
+            failed.append(((ended.get("finishedAt") or "~", ended.get("exitCode") == SIGTERM_EXIT), pod, found))
     if not failed:
         return None
     _, pod, (reason, message) = min(failed, key=lambda item: item[0])

@@ -79,6 +79,14 @@ def test_a_failed_worker_is_named_not_the_ones_stopped_after_it() -> None:
     assert observed.workers == "0/2"
 
 
+def test_within_one_second_the_worker_stopped_by_sigterm_is_not_the_cause() -> None:
+    stopped = worker(0, ended(143, 3), phase="Failed", created=5)
+    killed = worker(1, ended(137, 3), phase="Failed", created=30)
+    for pods in ([stopped, killed], [killed, stopped]):
+        observed = observe(indexed_job(("Failed", "PodFailurePolicy")), *pods)
+        assert observed.message.startswith("worker 1 (pod run-1-abcde): trainer exited with code 137"), observed
+
+
 def test_failure_target_says_which_worker_stops_the_others() -> None:
     observed = observe(indexed_job(("FailureTarget", "PodFailurePolicy")),
                        worker(0, RUNNING), worker(1, ended(3, 2), phase="Failed"))
