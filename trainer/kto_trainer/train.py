@@ -142,7 +142,7 @@ def train(config: TrainConfig, open_store: Callable[[str], ObjectStore] | None =
     keras.utils.set_random_seed(config.seed)
     precision = distribute.set_precision(config.mixed_precision)
     if cluster.size > 1:
-        sized = f", {threads} threads for its CPU limit" if threads else ""
+        sized = f"; TensorFlow threads: {threads}, as its CPU limit" if threads else ""
         log(f"worker {cluster.index} of {cluster.size} ({', '.join(cluster.workers)}){sized}")
     if not cluster.is_chief:
         return _train_worker(config, cluster, strategy, open_store)
