@@ -90,9 +90,18 @@ def test_service_name_and_cluster_ip_reach_the_pod(bed, namespace):
     svc = core.create_namespaced_service(namespace, {"metadata": {"name": "web"}, "spec": {
         "selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}})
     cluster_ip = svc.spec.cluster_ip
-    fetch = ("import socket, sys, urllib.request as u; "
-             "print(socket.gethostbyname('web'), socket.gethostbyname(sys.argv[1])); "
-             "[print(u.urlopen(url, timeout=10).read().decode().strip()) for url in sys.argv[2:]]")
+    # kube-proxy programs a new Service within its sync period: the client retries until a deadline, as any
+    # client of a freshly created Service must.
+    fetch = ("import socket, sys, time, urllib.request as u\n"
+             "print(socket.gethostbyname('web'), socket.gethostbyname(sys.argv[1]))\n"
+             "for url in sys.argv[2:]:\n"
+             "    deadline = time.monotonic() + 60\n"
+             "    while True:\n"
+             "        try:\n"
+             "            print(u.urlopen(url, timeout=10).read().decode().strip()); break\n"
+             "        except OSError:\n"
+             "            if time.monotonic() > deadline: raise\n"
+             "            time.sleep(0.5)\n")
     wait_for(lambda: apps.read_namespaced_deployment("web", namespace).status.ready_replicas, 120, "web Ready")
     core.create_namespaced_pod(namespace, _pod("client", "python:3.11", [
         "python", "-c", fetch, f"web.{namespace}.svc.cluster.local", "http://web/", f"http://{cluster_ip}/"]))
