@@ -87,7 +87,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     else:
         multiworker.fit_cluster(model, strategy, train, [], epochs=args.epochs + 1, global_batch=args.batch,
                                 on_epoch=lambda epoch, logs: times.append(logs["seconds"]),
-                                between_steps=lambda: None)
+                                stop_requested=lambda: False, stop=lambda: None)
     result: dict[str, Any] = {"role": args.role, "index": cluster.index, "images": len(paths),
                               "devices": distribute.device_names(), "precision": precision,
                               "first_epoch_s": round(times[0], 2), "epoch_s": [round(t, 2) for t in times[1:]],

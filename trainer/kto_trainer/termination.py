@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 
@@ -50,6 +50,14 @@ def install() -> Handler:
     return signal.signal(signal.SIGTERM, _handle)
 
 
+def reclaim() -> None:
+    """Route SIGTERM here again if `install` did, keeping what was recorded. TensorFlow's coordination service
+    (a cluster's MultiWorkerMirroredStrategy) installs its own C++ SIGTERM handler for its preemption notices,
+    which made workers ignore SIGTERM: call this once the strategy exists."""
+    if signal.getsignal(signal.SIGTERM) is _handle:  # Python's record of it: ours, whatever C++ did since
+        signal.signal(signal.SIGTERM, _handle)
+
+
 def restore(previous: Handler) -> None:
     """Put back the previous handler and forget a recorded SIGTERM (later `train` calls in this process run)."""
     signal.signal(signal.SIGTERM, previous)
@@ -59,6 +67,16 @@ def restore(previous: Handler) -> None:
 def raise_if_requested() -> None:
     if _state.signum is not None:
         raise Terminated(f"signal {_state.signum}")
+
+
+def requested() -> bool:
+    """A SIGTERM was received (and deferred)."""
+    return _state.signum is not None
+
+
+def stop() -> NoReturn:
+    """End like a SIGTERM, asked by this process or by another worker of its cluster (see multiworker)."""
+    raise Terminated(f"signal {_state.signum}" if _state.signum is not None else "another worker was stopped")
 
 
 @contextmanager

@@ -97,7 +97,7 @@ def fit(config: TrainConfig, classes: list[str], weights_path: Path | None, clus
         return model, multiworker.fit_cluster(
             model, strategy, datasets["train"], datasets["evaluate"], epochs=config.epochs,
             global_batch=config.batch_size, on_epoch=_epoch_logger(config.epochs, record=cluster.is_chief),
-            between_steps=termination.raise_if_requested,
+            stop_requested=termination.requested, stop=termination.stop,
         )
     # batch_size is ignored by Keras for a dataset but read by autolog, which would otherwise log
     # "None" and clash with the batch_size param; shuffling is done by the dataset itself.
@@ -139,6 +139,8 @@ def train(config: TrainConfig, open_store: Callable[[str], ObjectStore] | None =
     # Workers wait for each other at every step: none may run more threads than its CPU limit.
     threads = distribute.fit_threads_to_cpu_limit(os.environ) if cluster.size > 1 else None
     strategy = distribute.make_strategy(cluster)
+    if cluster.size > 1:
+        termination.reclaim()  # the strategy's coordination service took SIGTERM over
     keras.utils.set_random_seed(config.seed)
     precision = distribute.set_precision(config.mixed_precision)
     if cluster.size > 1:

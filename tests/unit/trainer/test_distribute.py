@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,30 @@ def test_threads_are_left_alone_without_a_limit_or_when_set(tmp_path: Path) -> N
     assert distribute.fit_threads_to_cpu_limit({}, tmp_path) is None
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert distribute.fit_threads_to_cpu_limit({"TF_NUM_INTRAOP_THREADS": "4"}, tmp_path) is None
+
+
+@pytest.mark.slow
+def test_sigterm_stops_both_workers_and_the_run_is_killed(tiny_dataset: Path, tmp_path: Path, mlflow_env: str) -> None:
+    """Cancel sends SIGTERM to every worker: each ends at its next step (exit 143), worker 0 ends the run KILLED."""
+    hosts = f"localhost:{free_port()},localhost:{free_port()}"
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "KTO_WORKER_HOSTS": hosts, "JOB_COMPLETION_INDEX": str(index),
+               "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kto_trainer", "--epochs=500", "--batch_size=8", "--image_size=32",
+             "--weights=none", f"--working_dir={tmp_path / f'w{index}'}", f"--dataset_dir={tiny_dataset}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    chief = procs[0]
+    assert chief.stdout is not None
+    lines = []
+    for line in chief.stdout:  # until training runs on both (the first epoch line comes after a full epoch)
+        lines.append(line)
+        if "epoch 1/500" in line:
+            break
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    outputs = ["".join(lines) + (procs[0].communicate(timeout=120)[0] or ""), procs[1].communicate(timeout=120)[0]]
+    assert [p.returncode for p in procs] == [143, 143], outputs
+    [run] = mlflow.search_runs([mlflow_env], output_format="list")
+    assert run.info.status == "KILLED"
