@@ -198,7 +198,9 @@ def test_operator_job_pods_are_admitted_under_restricted(bed: Any, restricted_ns
     minimal = {"apiVersion": "kto.dev/v1alpha1", "kind": "TrainingRun",
                "metadata": {"name": "minimal", "namespace": restricted_ns, "uid": str(uuid.uuid4())},
                "spec": {"image": "kto-standin-trainer:0.1.0", "experiment": "e"}}
-    for run in (_example_run(rendered, restricted_ns), minimal):
+    workers = {**minimal, "metadata": {**minimal["metadata"], "name": "workers"},
+               "spec": {**minimal["spec"], "workers": 2}}  # an Indexed Job of 2 pods (spec.workers)
+    for run in (_example_run(rendered, restricted_ns), minimal, workers):
         job = build_job(run, OperatorSettings(), ids)
         job["metadata"].pop("ownerReferences")  # the owner does not exist in this namespace
         err = _admit(bed, restricted_ns, pod_from(job, f"{job['metadata']['name']}-pod"))
