@@ -105,7 +105,24 @@ def train(f: Mapping[str, Any]) -> Figures:
     return out
 
 
+def pod_start(f: Mapping[str, Any]) -> Figures:
+    return {
+        "trainer_pod_start_cold_s": Measured(f["cold_median_s"], f"median of {' / '.join(map(str, f['cold_s']))} s"),
+        "trainer_pod_start_warm_s": Measured(f["warm_median_s"], f"median of {' / '.join(map(str, f['warm_s']))} s"),
+    }
+
+
+def multiworker(f: Mapping[str, Any]) -> Figures:
+    return {
+        "multiworker_two_vs_one": Measured(
+            f["two_vs_one"], f"{f['two_workers_img_s']} / {f['one_worker_fit_img_s']} images/s, {f['cpus']} CPUs"),
+        "multiworker_allreduce_share": Measured(
+            f["allreduce_share_of_step"], f"{f['allreduce_ms']} ms of a {f['two_workers_step_ms']} ms step, "
+            f"{f['allreduce_payload_floats']} floats"),
+    }
+
+
 EXTRACTORS: dict[str, Callable[[Mapping[str, Any]], Figures]] = {
     "scale": scale, "latency": latency, "memory": memory, "soak": soak, "power": power,
-    "s3": s3, "input": input_pipeline, "train": train,
+    "podstart": pod_start, "s3": s3, "input": input_pipeline, "train": train, "multiworker": multiworker,
 }

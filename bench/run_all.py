@@ -1,7 +1,7 @@
 """`make bench`: every benchmark (operator, power, trainer), every figure next to its target, one exit code.
 
     .venv/bin/python bench/run_all.py [--soak SECONDS] [--runs N] [--only latency scale ...] [--publish]
-    make bench                 # all of it: 1,000-run burst, memory x3, a 5-minute soak, power, trainer
+    make bench                 # all of it: 1,000-run burst, memory x3, a 5-minute soak, power, pod start, trainer
     make bench SOAK=1800       # with the 30-minute soak
     make bench PUBLISH=1       # also bench/results/results.json and the tables of docs/benchmarks.md
 
@@ -37,7 +37,7 @@ from targets import Measured, exit_code, load_targets, results_document, summary
 PUBLISHED = BENCH / "results" / "results.json"
 DOC = REPO / "docs" / "benchmarks.md"
 # The latency figure is "one run at a time on an idle bed": it runs first, before any burst has loaded it.
-ORDER = ("latency", "scale", "memory", "soak", "power", "s3", "input", "train")
+ORDER = ("latency", "scale", "memory", "soak", "power", "podstart", "s3", "input", "train", "multiworker")
 
 
 def plan(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -50,9 +50,11 @@ def plan(args: argparse.Namespace) -> dict[str, list[str]]:
         "memory": ["bench_operator_memory.py", "levels", "--runs", *levels, "--repeat", str(args.memory_repeat)],
         "soak": ["bench_operator_memory.py", "soak", "--seconds", str(args.soak)],
         "power": ["bench_power.py", "--deployments", "50", "--rounds", "3"],
+        "podstart": ["bench_pod_start.py", "--image", "kto-trainer:0.1.0", "--pods", "3"],
         "s3": ["bench_s3_fetch.py", "--count", str(args.s3_count)],
         "input": ["bench_input_pipeline.py"],
         "train": ["bench_train_speed.py"],
+        "multiworker": ["bench_multiworker.py"],
     }
 
 
