@@ -15,6 +15,8 @@ from kto_bed.paths import BedPaths
 from kubernetes import client
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import wait_for
+
 pytestmark = pytest.mark.integration
 
 # The demo's own training (demo/examples: 32 px, weights none, 20 epochs) on 150 of the 531 digits, so that
@@ -44,4 +46,13 @@ def test_demo_path_end_to_end(bed):
         assert "Replica counts restored exactly: yes" in printed
         assert mlflow_up(demo.mlflow_url)
     finally:
-        core.delete_namespace(ns, propagation_policy="Background")
+        # The documented uninstall order (docs/install.md): the objects the operator holds finalizers on go
+        # first, while it runs; deleting the namespace at once would leave them (and it) Terminating for good.
+        custom = client.CustomObjectsApi(bed.api())
+        try:
+            for plural in ("trainingruns", "powerschedules"):
+                custom.delete_collection_namespaced_custom_object("kto.dev", "v1alpha1", ns, plural)
+            wait_for(lambda: not any(custom.list_namespaced_custom_object("kto.dev", "v1alpha1", ns, p)["items"]
+                                     for p in ("trainingruns", "powerschedules")), 120, "finalizers released")
+        finally:
+            core.delete_namespace(ns, propagation_policy="Background")
