@@ -37,10 +37,18 @@ def run_line(document: Mapping[str, Any]) -> str:
     meta = document["meta"]
     benches = document["benches"]
     ran = ", ".join(f"{name} {b['seconds'] / 60:.1f} min" for name, b in benches.items())
+    minutes = meta.get("minutes", "?")
+    if meta.get("resumed") and isinstance(minutes, float | int):
+        minutes = round(minutes + (meta["resumed"].get("minutes") or 0), 1)
     note = f" {meta['note']}." if meta.get("note") else ""
+    if meta.get("resumed"):
+        r = meta["resumed"]
+        note += (f" Resumed run: {', '.join(r['kept'])} as measured by the run of {r['date']} (commit `{r['commit']}`, "
+                 f"load average {' / '.join(str(x) for x in r['load_start'])} at its start, "
+                 f"`bench/run_all.py {' '.join(r.get('args') or [])}`); the others measured again.")
     return (f"Run of {meta['date']}, commit `{meta['commit']}`, {meta['cpus']} CPUs, load average "
             f"{' / '.join(str(x) for x in meta['load_start'])} at the start and "
-            f"{' / '.join(str(x) for x in meta.get('load_end', []))} at the end; {meta.get('minutes', '?')} min "
+            f"{' / '.join(str(x) for x in meta.get('load_end', []))} at the end; {minutes} min "
             f"({ran}); `bench/run_all.py {' '.join(meta.get('args') or [])}`.{note}")
 
 

@@ -4,6 +4,7 @@
     make bench                 # all of it: 1,000-run burst, memory x3, a 5-minute soak, power, pod start, trainer
     make bench SOAK=1800       # with the 30-minute soak
     make bench PUBLISH=1       # also bench/results/results.json and the tables of docs/benchmarks.md
+    .venv/bin/python bench/run_all.py --resume .bed/bench/run-all-<time>/results.json   # rerun what failed
 
 Starts the bed if it is not up (and stops it afterwards in that case, like the tests; KTO_KEEP_BED=1 keeps
 it). Each benchmark is its own script in bench/ (run alone for details); this runs them in turn, reads the
@@ -91,6 +92,17 @@ def git_commit() -> str:
     return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
 
 
+def kept(path: Path, only: list[str], meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The benchmarks of an earlier run that succeeded (in `only`), in ORDER; `meta` notes that run."""
+    earlier = json.loads(path.read_text())
+    ok = {name: dict(b) for name, b in earlier["benches"].items() if b.get("exit") == 0 and name in only}
+    meta["resumed"] = {"date": earlier["meta"]["date"], "commit": earlier["meta"]["commit"],
+                       "load_start": earlier["meta"]["load_start"], "minutes": earlier["meta"].get("minutes"),
+                       "kept": list(ok), "args": earlier["meta"].get("args")}
+    print(f"=== resuming the run of {earlier['meta']['date']}: keeping {', '.join(ok) or 'nothing'}", flush=True)
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soak", type=float, default=300.0, help="soak seconds (default 300; the target is 1800)")
@@ -101,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=ORDER, default=list(ORDER))
     parser.add_argument("--publish", action="store_true",
                         help=f"write {PUBLISHED.relative_to(REPO)} and regenerate the tables of docs/benchmarks.md")
+    parser.add_argument("--resume", type=Path, metavar="RESULTS_JSON",
+                        help="keep the benchmarks that succeeded in that earlier run (its outputs and times) and run "
+                             "only the others; results.json records the run it resumed")
     parser.add_argument("--note", default="", help="a line about this run kept in results.json (e.g. 'reduced')")
     args = parser.parse_args(argv)
     specs = load_targets()  # a broken targets.toml fails before an hour of benchmarks
@@ -118,14 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(),
                             "cpus": os.cpu_count(), "load_start": [round(x, 1) for x in os.getloadavg()],
                             "args": without_note(sys.argv[1:] if argv is None else argv), "note": args.note}
-    benches: dict[str, dict[str, Any]] = {}
+    benches = kept(args.resume, args.only, meta) if args.resume else {}
     measured: dict[str, Measured] = {}
     commands = plan(args)
     started = time.monotonic()
     try:
         for name in (n for n in ORDER if n in args.only):
-            rc, seconds, output = run(commands[name], out / f"{name}.json")
-            benches[name] = {"exit": rc, "seconds": seconds, "command": commands[name], "output": output}
+            if name not in benches:
+                rc, seconds, output = run(commands[name], out / f"{name}.json")
+                benches[name] = {"exit": rc, "seconds": seconds, "command": commands[name], "output": output}
+            output = benches[name]["output"]
             if output is not None:
                 try:
                     measured.update(EXTRACTORS[name](output))

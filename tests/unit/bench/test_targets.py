@@ -151,6 +151,22 @@ def test_the_note_of_a_run_is_kept_apart_from_its_command_line() -> None:
     assert run_all.without_note(["--note=x", "--soak", "60"]) == ["--soak", "60"]
 
 
+def test_a_resumed_run_keeps_only_what_succeeded_and_says_so(tmp_path: Any) -> None:
+    import json
+
+    earlier = {"meta": {"date": "d", "commit": "c", "load_start": [1.0], "minutes": 9, "args": ["--runs", "9"]},
+               "benches": {"latency": {"exit": 0, "seconds": 1, "output": {"x": 1}},
+                           "podstart": {"exit": 1, "seconds": 2, "output": None},
+                           "train": {"exit": 0, "seconds": 3, "output": {"y": 2}}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(earlier))
+    meta: dict[str, Any] = {}
+    kept = run_all.kept(path, ["latency", "podstart"], meta)
+    assert list(kept) == ["latency"] and kept["latency"]["output"] == {"x": 1}
+    assert meta["resumed"] == {"date": "d", "commit": "c", "load_start": [1.0], "minutes": 9, "kept": ["latency"],
+                               "args": ["--runs", "9"]}
+
+
 @pytest.mark.parametrize(("value", "unit", "text"), [
     (0.123, "s", "0.12 s"), (12.34, "MB", "12.3 MB"), (153.4, "MB", "153 MB"), (0.8, "ratio", "0.80"),
     (3.0, "count", "3"), (None, "s", "—")])
