@@ -188,8 +188,10 @@ class Api:
                 inner: httpx.AsyncBaseTransport | None = None) -> Api:
         """A client of the configured cluster; `inner` replaces the network (tests: httpx.MockTransport)."""
         config = config or load_config()
+        if config.user is None:  # a context without a user: lightkube's client needs one, even empty
+            config = config._replace(user=User())
         if inner is None:
-            verify = verify_cluster(config.cluster, config.user or User(), config.abs_file)
+            verify = verify_cluster(config.cluster, config.user, config.abs_file)
             inner = httpx.AsyncHTTPTransport(verify=verify, limits=httpx.Limits(max_connections=options.pool_size))
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, token_file(config))),

@@ -1,11 +1,12 @@
-"""Per-TrainingRun serialisation for the handler threads (kopf runs sync handlers in a thread pool, and a
-pod event, a timer tick and a create handler of the same run may arrive together)."""
+"""Per-TrainingRun serialisation of the async handlers (a pod event, a timer tick and a create handler of the
+same run may arrive together, and each awaits the API server and MLflow in between)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 
 class KeyedLocks:
@@ -16,26 +17,24 @@ class KeyedLocks:
     """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}  # key -> (lock, [holders + waiters])
-        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [holders + waiters])
 
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
-            users[0] += 1
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        # One event loop: nothing runs between these lines and the lock's acquisition but other coroutines'
+        # awaits, so the bookkeeping needs no guard of its own.
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
-            with lock:
+            async with lock:
                 yield
         finally:
-            with self._guard:
-                users[0] -= 1
-                if not users[0]:
-                    del self._locks[key]
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
 
     def __len__(self) -> int:
-        with self._guard:
-            return len(self._locks)
+        return len(self._locks)
 
 
 class Coalescer:

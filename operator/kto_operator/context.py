@@ -8,22 +8,22 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import naming, status
+from .api import Api
 from .concurrency import Coalescer, KeyedLocks
-from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .tracking import Tracker
+from .tracking import AsyncTracker
 
 logger = logging.getLogger(__name__)
 
 # From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
 # storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
 # them as active and wakes the platform.
-PlatformGate = Callable[[str], "str | None"]
+PlatformGate = Callable[[str], Awaitable["str | None"]]
 
 
 @dataclasses.dataclass
@@ -31,8 +31,8 @@ class Context:
     """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""
 
     settings: OperatorSettings
-    kube: Kube
-    tracker: Tracker
+    kube: Api
+    tracker: AsyncTracker
     metrics: Metrics
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)

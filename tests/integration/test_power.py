@@ -3,13 +3,14 @@ controllers, pods run by the node agent, the operator as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kto_operator import kube_rest
+from kto_operator import api
 from kto_operator.power import workloads as w
 from kto_operator.power.gate import platform_ready
 from kubernetes import client
@@ -45,11 +46,19 @@ def power_operator(bed: Any, namespace: str, platform: Platform, tmp_path: Path)
         print(f"---- power operator log ({namespace}) ----\n{op.log()[-20000:]}")
 
 
-def _rest(bed: Any) -> kube_rest.Client:
-    """The operator's own API client, logged in with the bed's kubeconfig."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("KUBECONFIG", str(bed.kubeconfig))
-        return kube_rest.Client(kube_rest.login())
+def _ready(bed: Any, namespace: str) -> tuple[bool, str]:
+    """The gate's answer through the operator's own API client, logged in with the bed's kubeconfig."""
+
+    async def ask() -> tuple[bool, str]:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("KUBECONFIG", str(bed.kubeconfig))
+            kube = api.Api.connect()
+        try:
+            return await platform_ready(namespace, kube)
+        finally:
+            await kube.close()
+
+    return asyncio.run(ask())
 
 
 def _annotations(platform: Platform, kind: str, name: str) -> dict[str, str]:
@@ -91,7 +100,7 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
     p.wait_ready("Deployment", "api", 1)
     p.create_power({"state": "on"})
     p.wait_state("On", reason="Manual")
-    assert platform_ready(p.ns, _rest(p.bed)) == (True, "PowerSchedule power is On")
+    assert _ready(p.bed, p.ns) == (True, "PowerSchedule power is On")
 
     t0 = time.monotonic()
     p.switch("off")
@@ -106,7 +115,7 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
     assert w.SAVED_REPLICAS not in _annotations(p, "Deployment", "idle")  # 0 stays 0, nothing saved
     # The real controllers remove the pods; the node agent stops the processes.
     wait_for(lambda: sum(p.all_pods(app) for app in ("web", "db", "api")) == 0, 60, "pods gone")
-    ready, why = platform_ready(p.ns, _rest(p.bed))
+    ready, why = _ready(p.bed, p.ns)
     assert not ready and "Off" in why
 
     # Wake: StatefulSets first and Ready, then Deployments.

@@ -15,18 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
-import urllib3
 
-from kto_operator import kube_rest
+from kto_operator import api, naming
 from kto_operator.power import history, metrics
-from kto_operator.power.kube import GROUP, PLURAL, RUNS_PLURAL, VERSION, Kube
 from kto_operator.power.reconcile import Pass, PowerSettings, release_all
+
+GROUP, VERSION = naming.GROUP, naming.VERSION
+PLURAL = api.POWER_PLURAL
+RUNS_PLURAL = naming.PLURAL
 
 Key = tuple[str, str]
 _nudges: dict[Key, asyncio.Event] = {}
@@ -35,22 +37,24 @@ _seen_runs: dict[str, bool] = {}  # run uid -> active
 # One lock per PowerSchedule: a pass and the release on delete never overlap. kopf signals the daemon to
 # stop while it calls the delete handler, so a pass that read the schedule just before the deletion could
 # otherwise put back to sleep what the release had just woken.
-_pass_locks: dict[Key, threading.Lock] = {}
+_pass_locks: dict[Key, asyncio.Lock] = {}
 # A failed delete handler is retried after this (kopf's default, 60 s, leaves the platform asleep that long).
 DELETE_BACKOFF = 5.0
 
 
-def new_api_client(pool: int, settings: kopf.OperatorSettings | None = None) -> kube_rest.Client:
-    """A client of its own (in-cluster service account, else kubeconfig) with a pool for parallel patches."""
-    return kube_rest.Client(kube_rest.login(settings), kube_rest.ClientOptions(pool_size=max(pool, 4)))
-
-
 @kopf.on.startup()
-def power_startup(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
     power = PowerSettings.from_env(os.environ)
     memo.power_settings = power
-    memo.power_api = new_api_client(power.parallelism * 2, settings)
+    # A client of its own (this module also runs alone), its pool sized for the parallel patches.
+    memo.power_api = api.Api.connect(api.Options(pool_size=max(power.parallelism * 2, 4)))
     logger.info("power: %s", power)
+
+
+@kopf.on.cleanup()
+async def power_cleanup(memo: Any, **_: Any) -> None:
+    if memo.get("power_api") is not None:
+        await memo.power_api.close()
 
 
 def _nudge_namespace(namespace: str | None) -> None:
@@ -100,14 +104,14 @@ async def power_daemon(
 ) -> None:
     assert namespace, "PowerSchedule is namespaced"
     settings: PowerSettings = memo.power_settings
-    kube = Kube(memo.power_api)
+    kube: api.Api = memo.power_api
     key = (namespace, name)
     nudge = _nudges.setdefault(key, asyncio.Event())
-    lock = _pass_locks.setdefault(key, threading.Lock())
+    lock = _pass_locks.setdefault(key, asyncio.Lock())
 
-    def one_pass() -> float:
-        with lock:
-            return Pass(kube, settings, namespace, name, _now(), emit).run()
+    async def one_pass() -> float:
+        async with lock:
+            return await Pass(kube, settings, namespace, name, _now(), emit).run()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
@@ -117,8 +121,8 @@ async def power_daemon(
             nudge.clear()
             started = time.monotonic()
             try:
-                wait = await asyncio.to_thread(one_pass)
-            except (kube_rest.ApiError, urllib3.exceptions.HTTPError) as err:
+                wait = await one_pass()
+            except (api.ApiError, httpx.HTTPError) as err:
                 # The API server hiccupped or an object changed under us: try again shortly.
                 logger.warning("power pass failed: %s", err)  # ApiError: one line, no headers
                 wait = 2.0
@@ -132,11 +136,11 @@ async def power_daemon(
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, backoff=DELETE_BACKOFF)
-def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
     assert namespace, "PowerSchedule is namespaced"
-    with _pass_locks.setdefault((namespace, name), threading.Lock()):
-        released = release_all(Kube(memo.power_api), namespace, name, memo.power_settings)
+    async with _pass_locks.setdefault((namespace, name), asyncio.Lock()):
+        released = await release_all(memo.power_api, namespace, name, memo.power_settings)
     _pass_locks.pop((namespace, name), None)
     for line in released:
         logger.info("released %s", line)

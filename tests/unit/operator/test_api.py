@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import kopf
 import pytest
 import yaml
 from kto_operator import api
@@ -225,3 +227,26 @@ def test_client_certificates_go_to_kopf_as_absolute_paths(tmp_path: Path) -> Non
     info = run(api.connection_info(cfg))
     assert (info.certificate_path, info.private_key_path, info.token) == (str(tmp_path / "admin.crt"),
                                                                           "/abs/admin.key", None)
+
+
+def test_no_credentials_at_all_is_a_login_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(kopf.LoginError, match="no Kubernetes credentials"):
+        api.load_config()
+
+
+def test_the_operator_process_never_imports_kubernetes() -> None:
+    """kopf imports the kubernetes client (~1,200 modules, ~50 MB) whenever it can, and the development
+    environment has it (the bed and the tests use it): the entry point must keep it out, handlers and lightkube
+    included, and kopf must then log in with our handler, not through that client.
+    A fresh interpreter, since this one has imported it."""
+    code = ("import sys, kto_operator.__main__, kto_operator.main as m; m.load_handlers(); import kopf; "
+            "from kopf._core.intents import causes; "  # kopf exposes no public list of registered handlers
+            "logins = kopf.get_default_registry()._activities.get_handlers(causes.Activity.AUTHENTICATION); "
+            "print(sorted(n for n, mod in sys.modules.items() if mod is not None "  # None: blocked, not loaded
+            "and (n == 'kubernetes' or n.startswith('kubernetes.')))); "
+            "print([f'{h.fn.__module__}.{h.fn.__name__}' for h in logins])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    modules, logins = out.stdout.strip().splitlines()
+    assert modules == "[]", modules[:500]
+    assert logins == "['kto_operator.handlers.login']", logins

@@ -1,19 +1,20 @@
 """The reconcile state machine, the history built from objects, and the TrainingRun gate.
 
-The cluster here is an in-memory stand-in with the same methods as `power.kube.Kube` (merge patches,
-resourceVersion conflicts); the real API server is exercised in tests/integration/test_power*.py.
+The cluster here is an in-memory stand-in with the calls of `kto_operator.api.Api` that power makes (merge
+patches, resourceVersion conflicts); the real API server is exercised in tests/integration/test_power*.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from kto_operator.api import Api, Conflict, Kind
 from kto_operator.power import gate, history, reconcile
 from kto_operator.power import workloads as w
-from kto_operator.power.kube import Conflict, Kube
 from kto_operator.power.reconcile import Pass, PowerSettings
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, STATEFULSET
 
@@ -65,7 +66,23 @@ class FakeKube:
                 n = o["spec"]["replicas"]
                 o["status"] = {"observedGeneration": o["metadata"]["generation"], "replicas": n, "readyReplicas": n}
 
-    # Kube's interface --------------------------------------------------------------------------------
+    # Api's interface (objects by the kind's name) ------------------------------------------------------
+    async def list(self, kind: Kind, ns: str) -> list[dict[str, Any]]:
+        # Through the sync listings, which tests replace to step in between two calls.
+        by_kind = {"TrainingRun": self.list_runs, "PowerSchedule": self.list_powers}
+        return by_kind[kind.__name__](ns) if kind.__name__ in by_kind else self.list_workloads(kind.__name__, ns)
+
+    async def get(self, kind: Kind, ns: str, name: str) -> dict[str, Any] | None:
+        return self.get_workload(kind.__name__, ns, name)
+
+    async def patch(self, kind: Kind, ns: str, name: str, patch: dict[str, Any], *,
+                    status: bool = False) -> dict[str, Any] | None:
+        if status:
+            self.patch_power_status(ns, name, patch["status"])
+            return copy.deepcopy(self.objs[(kind.__name__, name)])
+        return self.patch_workload(kind.__name__, ns, name, patch)
+
+    # Helpers -------------------------------------------------------------------------------------
     def get_power(self, ns: str, name: str) -> dict[str, Any] | None:
         o = self.objs.get(("PowerSchedule", name))
         return copy.deepcopy(o) if o else None
@@ -104,7 +121,6 @@ class FakeKube:
         self.patches.append((kind, name, patch))
         return copy.deepcopy(new)
 
-    # Helpers -------------------------------------------------------------------------------------
     def status(self, name: str = "power") -> dict[str, Any]:
         return self.objs[("PowerSchedule", name)].get("status") or {}
 
@@ -132,7 +148,7 @@ def run_until_stable(kube: FakeKube, clock: Clock, name: str = "power", passes: 
     wait = 0.0
     for _ in range(passes):
         before = copy.deepcopy(kube.status(name))
-        wait = Pass(cast(Kube, kube), SETTINGS, NS, name, clock.now, clock.emit).run()
+        wait = asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, name, clock.now, clock.emit).run())
         if settle:
             kube.settle()
         settled = kube.status(name).get("state") not in ("WakingUp", "GoingToSleep")
@@ -202,7 +218,7 @@ def test_wake_waits_for_statefulsets_ready_before_deployments(platform: tuple[Fa
     switch(kube, "on")
     clock.now += timedelta(minutes=1)
     for _ in range(5):  # no settling: the StatefulSet never becomes Ready
-        Pass(cast(Kube, kube), SETTINGS, NS, "power", clock.now, clock.emit).run()
+        asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, "power", clock.now, clock.emit).run())
     assert kube.status()["state"] == "WakingUp"
     assert kube.replicas(STATEFULSET, "mysql") == 1
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0  # not before the database is Ready
@@ -356,7 +372,7 @@ def test_release_all_on_delete(platform: tuple[FakeKube, Clock]) -> None:
     kube, clock = platform
     switch(kube, "off")
     run_until_stable(kube, clock)
-    released = reconcile.release_all(cast(Kube, kube), NS, "power", SETTINGS)
+    released = asyncio.run(reconcile.release_all(cast(Api, kube), NS, "power", SETTINGS))
     assert len(released) == 4
     assert kube.replicas(DEPLOYMENT, "mlflow") == 3
 
@@ -369,7 +385,7 @@ def test_release_on_delete_survives_a_status_write(platform: tuple[FakeKube, Clo
     listed = kube.list_workloads
     kube.list_workloads = lambda kind, ns: [  # type: ignore[method-assign]
         {**o, "metadata": {**o["metadata"], "resourceVersion": "stale"}} for o in listed(kind, ns)]
-    released = reconcile.release_all(cast(Kube, kube), NS, "power", SETTINGS)
+    released = asyncio.run(reconcile.release_all(cast(Api, kube), NS, "power", SETTINGS))
     assert len(released) == 4
     assert kube.replicas(DEPLOYMENT, "mlflow") == 3
     assert not any(w.asleep_by_us(o) for o in kube.objs.values())
