@@ -28,7 +28,7 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.client_adapter import async_check_output, verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
-from lightkube.config.models import User
+from lightkube.config.models import User, UserExec
 from lightkube.core.exceptions import ApiError as LightkubeError
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import (
@@ -76,22 +76,19 @@ class Conflict(RuntimeError):
 
 
 class JobConflict(RuntimeError):
-    """A Job (or the workers' Service) with the derived name exists but belongs to something else (e.g. a
-    deleted TrainingRun of the same name whose Job the garbage collector has not removed yet)."""
+    """A child (Job, workers' Service) of the derived name is another owner's (e.g. a deleted TrainingRun's)."""
 
 
 class JobRejected(ValueError):
-    """The API server refused the Job as invalid (422): the TrainingRun asks for something its CRD schema
-    lets through but a Job cannot hold (an image with spaces, an env name that is no identifier, a bad
-    label key in nodeSelector). Retrying cannot help."""
+    """The API server refused a child as invalid (422): something the CRD schema lets through but a Job cannot
+    hold (an image with spaces, a bad env name or label key). Retrying cannot help."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     pool_size: int = 8  # concurrent connections to the API server
     connect_timeout: float = 10.0
-    # Bounded: a silently dropped connection must fail the handler (kopf retries it), not hang it.
-    read_timeout: float = 60.0
+    read_timeout: float = 60.0  # bounded: a silently dropped connection fails the handler (kopf retries it)
     # A 429 (API priority and fairness, max-requests-inflight) was never processed: safe to send again.
     throttle_retries: int = 5
     max_retry_after: float = 10.0
@@ -289,10 +286,8 @@ class Api:
         return await self.delete(kind, namespace, name, uid=existing["metadata"]["uid"])
 
 
-async def exec_token(config: SingleConfig) -> tuple[str, datetime.datetime | None]:
-    """Run the kubeconfig user's exec plugin: its ExecCredential's token and expiry."""
-    assert config.user is not None and config.user.exec is not None
-    plugin = config.user.exec
+async def exec_token(plugin: UserExec) -> tuple[str, datetime.datetime | None]:
+    """Run a kubeconfig user's exec plugin: its ExecCredential's token and expiry."""
     if plugin.apiVersion not in EXEC_API_VERSIONS:
         raise kopf.LoginError(f"exec plugin apiVersion {plugin.apiVersion}: not one of {EXEC_API_VERSIONS}")
     env = {**os.environ, **{v.name: v.value for v in plugin.env or []}}
@@ -314,7 +309,7 @@ async def connection_info(config: SingleConfig | None = None) -> kopf.Connection
     if path is not None:
         token = path.read_text(encoding="utf-8").strip()
     elif user.exec is not None:
-        token, expiration = await exec_token(config)
+        token, expiration = await exec_token(user.exec)
 
     def file(name: str | None) -> str | None:
         return str(config.abs_file(name)) if name else None
