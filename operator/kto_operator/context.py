@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
-import os
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,8 +14,6 @@ from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings
 from .tracking import Tracker
-
-logger = logging.getLogger(__name__)
 
 # From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
 # storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
@@ -71,12 +66,3 @@ class Context:
         s = self.settings
         return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
 
-
-CRASH_POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
-
-
-def crash_point(ctx: Context, point: str) -> None:
-    """Restart tests: die here, as abruptly as a SIGKILLed pod, when KTO_CRASH_AT names this point."""
-    if point in ctx.settings.crash_at:
-        logger.warning("KTO_CRASH_AT=%s: killing the operator process", point)
-        os.kill(os.getpid(), signal.SIGKILL)

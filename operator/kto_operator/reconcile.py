@@ -6,16 +6,15 @@ any time and a restarted operator simply calls it again.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
-from . import indexed, jobs, naming, refusals, status, workers
-from .context import Context, PlatformGate, crash_point
+from . import indexed, jobs, naming, outcome, refusals, status
+from .context import Context, PlatformGate
 from .kube import JobConflict, JobRejected
-from .tracking import MlflowUnavailable, RegisterRule, RunInfo, TrackingError
+from .tracking import MlflowUnavailable, RunInfo, TrackingError
 
 __all__ = ["Context", "PlatformGate", "ensure_started", "finalize", "follow", "seen"]
 
@@ -83,11 +82,6 @@ def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: s
         _event(tr, "Warning" if warning else "Normal", reason, text)
 
 
-def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    # NaN and infinities are not JSON numbers: the API server would refuse the whole patch.
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
 def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
             start_time: str | None = None, ready: str | None = None) -> bool:
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
@@ -101,26 +95,8 @@ def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: 
         extra["workers"] = ready
     notes: list[str] = []
     if ids.get("runId"):
-        uri, run_id = _uri(ctx, tr), str(ids["runId"])
         try:
-            ctx.tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase], workers.mlflow_overrides(tr["spec"], phase))
-            metrics = _finite(ctx.tracker.metrics(uri, run_id))
-            rule = RegisterRule.from_spec(tr["spec"].get("registerModel"))
-            if phase == status.SUCCEEDED and rule:
-                value = metrics.get(rule.metric)
-                if value is None:
-                    notes.append(f"model not registered: metric {rule.metric} was not logged")
-                elif rule.passes(value):
-                    extra["modelVersion"] = ctx.tracker.register(uri, run_id, str(ids.get("experimentId")), rule)
-                    notes.append(f"model {rule.name} version {extra['modelVersion']} registered")
-                else:
-                    notes.append(f"model not registered: {rule.metric}={value:.4g} misses threshold {rule.threshold}")
-            if metrics:
-                extra["metrics"] = metrics
-                primary = status.primary_metric(metrics, rule.metric if rule else None)
-                if primary:
-                    extra["primaryMetric"] = primary
-            extra.update(_progress_of(ctx, tr, uri, run_id, metrics))
+            outcome.close(ctx.tracker, tr["spec"], _uri(ctx, tr), ids, phase, extra, notes)
         except MlflowUnavailable as exc:
             ctx.metrics.mlflow_errors.inc()
             current = _phase(tr) or status.PENDING
@@ -202,10 +178,8 @@ def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool | None:
     except TrackingError as exc:
         _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
         return None
-    crash_point(ctx, "run-created")
     _write(ctx, tr, status.PENDING, "RunCreated", f"MLflow run {run.run_id} ready",
            mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
-    crash_point(ctx, "run-recorded")
     return created
 
 
@@ -242,14 +216,12 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> bool:
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
                 from exc
         return False
-    crash_point(ctx, "job-created")
     name = manifest["metadata"]["name"]
     if created:
         submitted = status.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
     _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
-    crash_point(ctx, "job-recorded")
     return True
 
 
@@ -304,8 +276,9 @@ def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
     extra: dict[str, Any] = {"workers": observed.workers} if observed.workers else {}
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
-    if observed.phase == status.RUNNING and with_progress:
-        extra.update(_progress(ctx, tr))
+    run_id = _run_ids(tr).get("runId")
+    if observed.phase == status.RUNNING and with_progress and run_id:
+        extra.update(outcome.progress(ctx.tracker, tr, _uri(ctx, tr), str(run_id)))
     _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
 
 
@@ -322,33 +295,6 @@ def _record_image(ctx: Context, tr: dict[str, Any], image_id: str | None) -> Non
     meta = tr["metadata"]
     ctx.kube.patch_run_status(meta["namespace"], meta["name"], {"imageID": image_id})
     tr["status"] = {**(tr.get("status") or {}), "imageID": image_id}
-
-
-def _progress(ctx: Context, tr: Mapping[str, Any]) -> dict[str, Any]:
-    """Live metrics and `epoch k of n` from the MLflow run; nothing when MLflow cannot say."""
-    run_id = _run_ids(tr).get("runId")
-    if not run_id:
-        return {}
-    uri = _uri(ctx, tr)
-    try:
-        metrics = _finite(ctx.tracker.metrics(uri, str(run_id)))
-        extra = _progress_of(ctx, tr, uri, str(run_id), metrics)
-    except (MlflowUnavailable, TrackingError) as exc:
-        logger.info("progress of %s unavailable: %s", tr["metadata"]["name"], exc)
-        return {}
-    if metrics:
-        extra["metrics"] = metrics
-    return extra
-
-
-def _progress_of(ctx: Context, tr: Mapping[str, Any], uri: str, run_id: str,
-                 metrics: Mapping[str, float]) -> dict[str, Any]:
-    """{"progress": {epoch, epochs}}: epochs done per the metric history, epochs planned per the spec."""
-    done = ctx.tracker.epochs_done(uri, run_id, metrics)
-    epochs = (tr["spec"].get("parameters") or {}).get("epochs")
-    if not (done or epochs):
-        return {}
-    return {"progress": {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}}
 
 
 def _cancel(ctx: Context, tr: dict[str, Any]) -> None:

@@ -62,9 +62,6 @@ class OperatorSettings:
     # (namespace, name) of the ServiceAccount the operator acts as, found at start-up (not from the
     # environment): trainer pods never run as it, or a TrainingRun would borrow the operator's rights.
     own_service_account: tuple[str, str] | None = None
-    # Fault injection for restart tests (KTO_CRASH_AT=run-created,job-created): the process SIGKILLs
-    # itself at these points of a creation. Empty in any real deployment.
-    crash_at: frozenset[str] = frozenset()
 
     @property
     def ui_base(self) -> str:
@@ -94,7 +91,6 @@ class OperatorSettings:
             default_resources=_resources(env, "KTO_DEFAULT_RESOURCES"),
             default_pod_deadline=_optional_int(env, "KTO_DEFAULT_POD_DEADLINE_SECONDS", minimum=1),
             default_ttl=_optional_int(env, "KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED", minimum=0),
-            crash_at=frozenset(p.strip() for p in env.get("KTO_CRASH_AT", "").split(",") if p.strip()),
         )
         # The operator talks to a tracking server (REST API) only: a file:// store in its own pod would be
         # invisible to the trainer pods anyway.
