@@ -28,8 +28,6 @@ class OperatorSettings:
     metrics_port: int = 8080
     # How long an image-pull error may persist before the run is Failed (Kubeflow #2001: stuck forever).
     fail_fast_seconds: float = 30.0
-    # Seconds between checks of a running run (progress from MLflow, and a resync of Job and pods).
-    follow_interval: float = 5.0
     # First and largest delay between retries while MLflow is unreachable.
     mlflow_retry_delay: float = 5.0
     mlflow_retry_max_delay: float = 60.0
@@ -77,7 +75,6 @@ class OperatorSettings:
             namespace=namespace if namespace is not None else (env.get("KTO_NAMESPACE") or None),
             metrics_port=_int(env, "KTO_METRICS_PORT", cls.metrics_port, minimum=0),
             fail_fast_seconds=_float(env, "KTO_FAIL_FAST_SECONDS", cls.fail_fast_seconds),
-            follow_interval=_float(env, "KTO_FOLLOW_INTERVAL", cls.follow_interval, minimum=0.5),
             mlflow_retry_delay=_float(env, "KTO_MLFLOW_RETRY_DELAY", cls.mlflow_retry_delay, minimum=0.1),
             mlflow_retry_max_delay=_float(env, "KTO_MLFLOW_RETRY_MAX_DELAY", cls.mlflow_retry_max_delay, 0.1),
             delete_timeout=_float(env, "KTO_DELETE_TIMEOUT", cls.delete_timeout),
