@@ -28,7 +28,7 @@ from typing import Any
 import kopf
 import urllib3
 
-from kto_operator import kube_rest
+from kto_operator import kube_rest, naming
 from kto_operator.kube_rest import MERGE_PATCH, ApiError, Client, Resource
 from kto_operator.power import history, switch, workloads
 from kto_operator.power.kube import Conflict, Kube
@@ -143,7 +143,7 @@ class Switch:
                     failed.append(str(outcome))
                 elif outcome is not None:
                     after[outcome["metadata"]["name"]] = outcome
-                    saved = planned["metadata"]["annotations"].get(workloads.SAVED_REPLICAS)
+                    saved = planned["metadata"]["annotations"].get(naming.ANNOTATION_SAVED_REPLICAS)
                     self.say(f"{switch.key(kind, obj)}: {'suspended' if kind == CRONJOB else f'{saved} -> 0'}")
             by_kind[kind] = [after.get(o["metadata"]["name"], o) for o in workloads.managed(kind, objs,
                                                                                            self.opts.selection)]

@@ -23,11 +23,13 @@ from typing import Any
 import kopf
 import urllib3
 
-from kto_operator import kube_rest
+from kto_operator import kube_rest, naming
 from kto_operator.power import history, metrics
-from kto_operator.power.kube import GROUP, PLURAL, RUNS_PLURAL, VERSION, Kube
+from kto_operator.power.kube import Kube
 from kto_operator.power.reconcile import Pass, PowerSettings, release_all
 
+POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
+TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 Key = tuple[str, str]
 _nudges: dict[Key, asyncio.Event] = {}
 _seen_powers: dict[Key, tuple[Any, ...]] = {}
@@ -59,14 +61,15 @@ def _nudge_namespace(namespace: str | None) -> None:
             ev.set()
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(*POWER)
 async def power_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     key = (namespace or "", name)
     if type == "DELETED":
         _seen_powers.pop(key, None)
         return
     ann = body.metadata.annotations
-    sig = (body.metadata.get("generation"), ann.get(history.WAKE_REQUESTED_AT), ann.get(history.SLEEP_REQUESTED_AT))
+    sig = (body.metadata.get("generation"), ann.get(naming.ANNOTATION_WAKE_REQUESTED_AT),
+           ann.get(naming.ANNOTATION_SLEEP_REQUESTED_AT))
     if _seen_powers.get(key) != sig:  # our own status writes change nothing here: no self-nudging
         _seen_powers[key] = sig
         if key in _nudges:
@@ -75,7 +78,7 @@ async def power_event(type: str, body: kopf.Body, namespace: str | None, name: s
             _nudge_namespace(namespace)
 
 
-@kopf.on.event(GROUP, VERSION, RUNS_PLURAL)
+@kopf.on.event(*TR)
 async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
     uid = body.metadata.uid
     active = type != "DELETED" and history.is_active(body)
@@ -93,7 +96,7 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="power", cancellation_timeout=10.0)
+@kopf.daemon(*POWER, id="power", cancellation_timeout=10.0)
 async def power_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
     logger: kopf.Logger, **_: Any,
@@ -131,7 +134,7 @@ async def power_daemon(
         _nudges.pop(key, None)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, backoff=DELETE_BACKOFF)
+@kopf.on.delete(*POWER, backoff=DELETE_BACKOFF)
 def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
     assert namespace, "PowerSchedule is namespaced"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kto_operator import naming
 from kto_operator.power.schedule import (
     MANUAL,
     OFF,
@@ -21,10 +22,6 @@ from kto_operator.power.schedule import (
     History,
     SwitchEvent,
 )
-
-# One-shot manual events: `kubectl annotate power NAME kto.dev/wake-requested-at=2026-11-26T08:00:00Z`.
-WAKE_REQUESTED_AT = "kto.dev/wake-requested-at"
-SLEEP_REQUESTED_AT = "kto.dev/sleep-requested-at"
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
@@ -100,7 +97,8 @@ def manual_state(
         assert at is not None
         status_manual = {"state": state, "at": fmt_time(at) or ""}
         events.append(SwitchEvent(ON if state == "on" else OFF, at, MANUAL))
-    for key, st, source in ((WAKE_REQUESTED_AT, ON, WAKE_REQUESTED), (SLEEP_REQUESTED_AT, OFF, SLEEP_REQUESTED)):
+    for key, st, source in ((naming.ANNOTATION_WAKE_REQUESTED_AT, ON, WAKE_REQUESTED),
+                            (naming.ANNOTATION_SLEEP_REQUESTED_AT, OFF, SLEEP_REQUESTED)):
         if key in annotations:
             t = parse_time(annotations[key])
             if t is None:

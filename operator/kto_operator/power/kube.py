@@ -7,15 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kto_operator.kube_rest import MERGE_PATCH, ApiError, Client, Resource
+from kto_operator.naming import GROUP, PLURAL, POWER_PLURAL, VERSION
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, STATEFULSET
 
-GROUP = "kto.dev"
-VERSION = "v1alpha1"
-PLURAL = "powerschedules"
-KIND = "PowerSchedule"
-RUNS_PLURAL = "trainingruns"
-POWERS = Resource(GROUP, VERSION, PLURAL)
-RUNS = Resource(GROUP, VERSION, RUNS_PLURAL)
+POWERS = Resource(GROUP, VERSION, POWER_PLURAL)
+RUNS = Resource(GROUP, VERSION, PLURAL)
 WORKLOADS = {
     DEPLOYMENT: Resource("apps", "v1", "deployments"),
     STATEFULSET: Resource("apps", "v1", "statefulsets"),

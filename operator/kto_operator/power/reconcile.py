@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from kto_operator import naming
 from kto_operator.power import history, metrics, schedule, workloads
 from kto_operator.power.kube import Conflict, Emit, Kube
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Decision, SpecError
@@ -278,7 +279,7 @@ def release_all(kube: Kube, ns: str, owner: str, settings: PowerSettings) -> lis
 
     def plan(obj: Mapping[str, Any]) -> workloads.WakeAction | None:
         ann = obj["metadata"].get("annotations") or {}
-        return workloads.wake_action(kind, obj) if ann.get(workloads.SLEPT_BY) in (owner, None) else None
+        return workloads.wake_action(kind, obj) if ann.get(naming.ANNOTATION_SLEPT_BY) in (owner, None) else None
 
     done = []
     for kind in KINDS:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from kto_operator import naming
 from kto_operator.power import gate, history, reconcile
 from kto_operator.power import workloads as w
 from kto_operator.power.kube import Conflict, Kube
@@ -311,7 +312,7 @@ def test_conflict_is_retried(platform: tuple[FakeKube, Clock]) -> None:
     run_until_stable(kube, clock)
     assert kube.status()["state"] == "Off"
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0
-    assert kube.objs[(DEPLOYMENT, "mlflow")]["metadata"]["annotations"][w.SAVED_REPLICAS] == "3"
+    assert kube.objs[(DEPLOYMENT, "mlflow")]["metadata"]["annotations"][naming.ANNOTATION_SAVED_REPLICAS] == "3"
 
 
 def test_restart_while_asleep_restores_from_annotations(platform: tuple[FakeKube, Clock]) -> None:
@@ -396,8 +397,8 @@ def test_manual_state_history() -> None:
     assert changed.events[0].at == T0 and changed.events[0].state == "On"
     added_later = history.manual_state({"state": "on"}, {"state": "Off"}, {}, created, T0)
     assert added_later.events[0].at == T0
-    ann = history.manual_state({}, {}, {history.WAKE_REQUESTED_AT: "2026-06-10T11:00:00Z",
-                                        history.SLEEP_REQUESTED_AT: "yesterday"}, created, T0)
+    ann = history.manual_state({}, {}, {naming.ANNOTATION_WAKE_REQUESTED_AT: "2026-06-10T11:00:00Z",
+                                        naming.ANNOTATION_SLEEP_REQUESTED_AT: "yesterday"}, created, T0)
     assert [e.source for e in ann.events] == ["WakeRequested"] and len(ann.problems) == 1
 
 
