@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import naming, status
+from . import naming, status, times
 from .concurrency import Coalescer, KeyedLocks
 from .kube import Kube
 from .metrics import Metrics
@@ -32,7 +32,7 @@ class Context:
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
     platform_gate: PlatformGate | None = None
-    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    clock: Callable[[], datetime.datetime] = times.now
     # Final Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
     # can be gone before it is read, but its final state was in the event. Only final states are kept
     # (nothing else is ever read back), without managedFields: keeping every Job as it changed held

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import indexed, jobs, naming, outcome, refusals, status
+from . import indexed, jobs, naming, outcome, refusals, status, times
 from .context import Context, PlatformGate
 from .kube import JobConflict, JobRejected
 from .tracking import MlflowUnavailable, RunInfo, TrackingError
@@ -88,7 +88,7 @@ def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: 
     final metrics, model registration; then the status. With MLflow down the status keeps its phase
     (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow."""
     ids = _run_ids(tr)
-    extra: dict[str, Any] = {"completionTime": status.format_time(ctx.clock())}
+    extra: dict[str, Any] = {"completionTime": times.format_time(ctx.clock())}
     if start_time and not (tr.get("status") or {}).get("startTime"):
         extra["startTime"] = start_time
     if ready:
@@ -218,7 +218,7 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> bool:
         return False
     name = manifest["metadata"]["name"]
     if created:
-        submitted = status.parse_time(meta.get("creationTimestamp"))
+        submitted = times.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
     _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)

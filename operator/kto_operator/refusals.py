@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import status, workers
+from . import status, times, workers
 from .kube import Kube
 
 QUOTA_EXCEEDED = "QuotaExceeded"
@@ -41,7 +41,7 @@ def observe(kube: Kube, job: Mapping[str, Any], namespace: str, uid: str, now: d
     observed = workers.observe(job, kube.list_pods(namespace, uid), now, limits)
     if observed.reason != status.NO_POD:
         return observed
-    created = status.parse_time(job["metadata"].get("creationTimestamp"))
+    created = times.parse_time(job["metadata"].get("creationTimestamp"))
     if created is None or (now - created).total_seconds() < CHECK_AFTER_SECONDS:
         return observed
     return refusal(kube.list_events(namespace, job["metadata"]["uid"])) or observed

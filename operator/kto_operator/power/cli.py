@@ -22,15 +22,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import kopf
 import urllib3
 
-from kto_operator import kube_rest, naming
+from kto_operator import kube_rest, naming, times
 from kto_operator.kube_rest import MERGE_PATCH, ApiError, Client, Resource
-from kto_operator.power import history, switch, workloads
+from kto_operator.power import switch, workloads
 from kto_operator.power.kube import Conflict, Kube
 from kto_operator.power.reconcile import SLEEP_ORDER, WAKE_ORDER, patch_planned
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP
@@ -57,14 +57,14 @@ class Options:
 class Switch:
     """One switch, off or on, in one namespace. Every step is idempotent: killed half-way, run it again."""
 
-    def __init__(self, api: Client, opts: Options, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    def __init__(self, api: Client, opts: Options, *, now: Callable[[], datetime] = times.now,
                  sleep: Callable[[float], None] = time.sleep, out: Callable[[str], None] = print) -> None:
         self.api, self.kube, self.opts = api, Kube(api), opts
         self.now, self.sleep, self.out = now, sleep, out
         self.stored = False  # the ConfigMap exists
 
     def say(self, text: str) -> None:
-        self.out(f"{history.fmt_time(self.now())} {self.opts.namespace}: {text}")
+        self.out(f"{times.format_time(self.now())} {self.opts.namespace}: {text}")
 
     # The record --------------------------------------------------------------------------------------------
     def load(self) -> Record:
@@ -95,7 +95,7 @@ class Switch:
     def transition(self, record: Record, state: str, reason: str, message: str, **changes: Any) -> Record:
         self.say(f"{state}: {message}")
         return self.save(dataclasses.replace(record, state=state, reason=reason, message=message,
-                                             last_transition=history.fmt_time(self.now()) or "", **changes))
+                                             last_transition=times.format_time(self.now()), **changes))
 
     # Off ----------------------------------------------------------------------------------------------------
     def trainers(self) -> list[str]:
@@ -124,7 +124,7 @@ class Switch:
                 self.save(dataclasses.replace(record, reason=switch.SLEEP_DEFERRED, message=message))
                 return EXIT_DEFERRED
         record = self.transition(record, GOING_TO_SLEEP, switch.SWITCHED, "putting the platform to sleep")
-        now_iso = history.fmt_time(self.now()) or ""
+        now_iso = times.format_time(self.now())
         by_kind: dict[str, list[dict[str, Any]]] = {}
         failed: list[str] = []
         for kind in SLEEP_ORDER:

@@ -17,13 +17,12 @@ import contextlib
 import os
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 import urllib3
 
-from kto_operator import kube_rest, naming
+from kto_operator import kube_rest, naming, times
 from kto_operator.power import history, metrics
 from kto_operator.power.kube import Kube
 from kto_operator.power.reconcile import Pass, PowerSettings, release_all
@@ -91,11 +90,6 @@ async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, *
     _nudge_namespace(namespace)
 
 
-def _now() -> datetime:
-    # Whole seconds: status times are RFC 3339 seconds, and the rule must see what status records.
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 @kopf.daemon(*POWER, id="power", cancellation_timeout=10.0)
 async def power_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
@@ -110,7 +104,7 @@ async def power_daemon(
 
     def one_pass() -> float:
         with lock:
-            return Pass(kube, settings, namespace, name, _now(), emit).run()
+            return Pass(kube, settings, namespace, name, times.now_seconds(), emit).run()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from kto_operator import naming
+from kto_operator import naming, times
 from kto_operator.power import history, metrics, schedule, workloads
 from kto_operator.power.kube import Conflict, Emit, Kube
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Decision, SpecError
@@ -104,11 +104,11 @@ class Pass:
         self.write(
             reason=INVALID_SCHEDULE if problems else decision.reason,
             message="; ".join((*problems, decision.message)),
-            nextOn=history.fmt_time(decision.next_on),
-            nextOff=history.fmt_time(decision.next_off),
+            nextOn=times.format_time(decision.next_on),
+            nextOff=times.format_time(decision.next_off),
             deferredBy=list(decision.deferred_by),
             activeRuns=list(hist.active_runs),
-            lastRunActivity=history.fmt_time(activity),
+            lastRunActivity=times.format_time(activity),
             manual=manual.status_manual,
             observedGeneration=power["metadata"].get("generation"),
         )
@@ -141,7 +141,7 @@ class Pass:
             return self.idle_wait(d)
         if current != WAKING_UP:
             self.transition(WAKING_UP, d.message)
-            self.write(wakeStartedAt=history.fmt_time(self.now))
+            self.write(wakeStartedAt=times.format_time(self.now))
             self.flush()
         if not self.wake_step():
             return self.settings.poll
@@ -152,7 +152,7 @@ class Pass:
     # ---------------------------------------------------------------------------------------------
     def sleep_all(self, sel: workloads.Selection) -> bool:
         """Scale/suspend every managed workload; False when one kept changing under us (retry next pass)."""
-        now_iso = history.fmt_time(self.now) or ""
+        now_iso = times.format_time(self.now)
         by_kind: dict[str, list[dict[str, Any]]] = {}
         ok = True
         with ThreadPoolExecutor(max_workers=len(SLEEP_ORDER)) as pool:
@@ -174,7 +174,7 @@ class Pass:
     def wake_step(self) -> bool:
         """Restore one group at a time (StatefulSets, Deployments, CronJobs); True once all are Ready."""
         waiting_for = {(w["kind"], w["name"]) for w in self.status.get("workloads") or []}
-        started = history.parse_time(self.status.get("wakeStartedAt")) or self.now
+        started = times.parse_time(self.status.get("wakeStartedAt")) or self.now
         timed_out = self.now - started > timedelta(seconds=self.settings.ready_timeout)
         for kind in WAKE_ORDER:
             objs = self.kube.list_workloads(kind, self.ns)
@@ -224,7 +224,7 @@ class Pass:
 
     # ---------------------------------------------------------------------------------------------
     def transition(self, state: str, message: str, event_reason: str | None = None) -> None:
-        self.write(state=state, lastTransition=history.fmt_time(self.now))
+        self.write(state=state, lastTransition=times.format_time(self.now))
         self.emit("Normal", event_reason or state, f"{state}: {message}")
         metrics.transition(self.ns, self.name, state)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from kto_operator import naming
+from kto_operator import naming, times
 from kto_operator.power import gate, history, reconcile
 from kto_operator.power import workloads as w
 from kto_operator.power.kube import Conflict, Kube
@@ -47,7 +47,7 @@ class FakeKube:
         o["metadata"]["resourceVersion"] = str(self.rv)
 
     def add(self, kind: str, name: str, created: datetime = T0, **body: Any) -> dict[str, Any]:
-        o = {"metadata": {"name": name, "namespace": NS, "creationTimestamp": history.fmt_time(created),
+        o = {"metadata": {"name": name, "namespace": NS, "creationTimestamp": times.format_time(created),
                           "generation": 1, "labels": body.pop("labels", {}),
                           "annotations": body.pop("annotations", {})}, **body}
         self._bump(o)
@@ -254,7 +254,7 @@ def test_sleep_deferred_by_a_run_then_done_after_it(platform: tuple[FakeKube, Cl
     run_until_stable(kube, clock)
     st = kube.status()
     assert (st["state"], st["reason"], st["deferredBy"]) == ("Off", "Manual", [])
-    assert st["lastRunActivity"] == history.fmt_time(clock.now)
+    assert st["lastRunActivity"] == times.format_time(clock.now)
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0
 
 
@@ -330,7 +330,7 @@ def test_restart_while_asleep_restores_from_annotations(platform: tuple[FakeKube
 def test_idle_sleep(platform: tuple[FakeKube, Clock]) -> None:
     kube, clock = platform
     kube.objs[("PowerSchedule", "power")]["spec"] = {"idleAfter": "30m"}
-    kube.objs[("PowerSchedule", "power")]["metadata"]["creationTimestamp"] = history.fmt_time(T0)
+    kube.objs[("PowerSchedule", "power")]["metadata"]["creationTimestamp"] = times.format_time(T0)
     wait = run_until_stable(kube, clock)
     assert kube.status()["state"] == "On"
     assert kube.status()["nextOff"] == "2026-06-10T12:30:00Z"
@@ -390,7 +390,7 @@ def test_gate_wake_on_run_false() -> None:
 def test_manual_state_history() -> None:
     created = T0 - timedelta(days=1)
     first = history.manual_state({"state": "off"}, {}, {}, created, T0)
-    assert first.status_manual == {"state": "off", "at": history.fmt_time(created)}
+    assert first.status_manual == {"state": "off", "at": times.format_time(created)}
     same = history.manual_state({"state": "off"}, {"state": "Off", "manual": first.status_manual}, {}, created, T0)
     assert same.events[0].at == created
     changed = history.manual_state({"state": "on"}, {"state": "Off", "manual": first.status_manual}, {}, created, T0)

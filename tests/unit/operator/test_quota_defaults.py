@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from kto_operator import jobs, refusals, status
+from kto_operator import jobs, refusals, status, times
 from kto_operator.kube import Kube
 from kto_operator.settings import OperatorSettings, SettingsError
 
@@ -137,7 +137,7 @@ class FakeKube:
 
 
 def job(age: float) -> dict[str, Any]:
-    created = status.format_time(NOW - datetime.timedelta(seconds=age))
+    created = times.format_time(NOW - datetime.timedelta(seconds=age))
     return {"metadata": {"name": "r", "uid": "job-uid", "creationTimestamp": created}, "status": {}}
 
 
