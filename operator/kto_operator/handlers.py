@@ -8,8 +8,6 @@ import contextvars
 import dataclasses
 import datetime
 import functools
-import importlib
-import importlib.util
 import logging
 import os
 from typing import Any
@@ -18,7 +16,8 @@ import kopf
 
 from . import identity, kube_rest, naming, reconcile
 from .kube import Kube
-from .metrics import Metrics
+from .metrics import shared as shared_metrics
+from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
 from .status import RUNNING, TERMINAL_PHASES
 from .tracking import ClientOptions, Tracker
@@ -35,7 +34,6 @@ RESYNC_INTERVAL = 15.0
 # unreachable or restarting). kopf's default is 60 s: after a 30 s API-server restart the statuses were
 # right only 74 s later (chaos test); the timers' own intervals are shorter than that default.
 ERROR_BACKOFF = 5.0
-POWER_GATE = "kto_operator.power.gate"
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
 
@@ -58,16 +56,12 @@ def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
                          pool_size=ours.start_workers + ours.max_workers)
 
 
-def _platform_gate(api: kube_rest.Client) -> reconcile.PlatformGate | None:
-    """The power module's `platform_ready` as a gate (None when that module is not installed)."""
-    if importlib.util.find_spec("kto_operator.power") is None or \
-            importlib.util.find_spec(POWER_GATE) is None:
-        return None
-    module = importlib.import_module(POWER_GATE)
+def _platform_gate(api: kube_rest.Client) -> reconcile.PlatformGate:
+    """The power half's `platform_ready` as a gate: a run starts once its namespace's platform is on."""
 
     def gate(namespace: str) -> str | None:
-        ready, reason = module.platform_ready(namespace, api)
-        return None if ready else str(reason)
+        ready, reason = platform_ready(namespace, api)
+        return None if ready else reason
 
     return gate
 
@@ -99,7 +93,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
-    metrics = Metrics()
+    metrics = shared_metrics(memo)
     try:
         metrics.serve(ours.metrics_port)
     except OSError as exc:

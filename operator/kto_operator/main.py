@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import random
@@ -15,7 +14,8 @@ import kopf
 
 from .identity import ensure_user_name
 
-POWER_HANDLERS = "kto_operator.power.handlers"
+# The modules whose import registers the handlers with kopf: TrainingRuns, then PowerSchedules.
+HANDLERS = ("kto_operator.handlers", "kto_operator.power.handlers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,15 +51,10 @@ def peering_priority(started: float, tie_break: int) -> int:
 
 
 def load_handlers() -> list[str]:
-    """Import the handler modules, registering them with kopf. PowerSchedule handlers live in their own
-    subpackage that may be absent: only a missing module is tolerated, never an error inside it."""
-    loaded = ["kto_operator.handlers"]
-    importlib.import_module("kto_operator.handlers")
-    if importlib.util.find_spec("kto_operator.power") is not None and \
-            importlib.util.find_spec(POWER_HANDLERS) is not None:
-        importlib.import_module(POWER_HANDLERS)
-        loaded.append(POWER_HANDLERS)
-    return loaded
+    """Import the handler modules, registering them with kopf."""
+    for module in HANDLERS:
+        importlib.import_module(module)
+    return list(HANDLERS)
 
 
 def main(argv: list[str] | None = None) -> int:

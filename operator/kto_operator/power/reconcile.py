@@ -16,14 +16,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from kto_operator import naming, times
-from kto_operator.power import history, metrics, schedule, workloads
+from kto_operator.power import history, schedule, workloads
 from kto_operator.power.kube import Conflict, Emit, Kube
+from kto_operator.power.metrics import PowerMetrics
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Decision, SpecError
+from kto_operator.power.settings import PowerSettings
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, KINDS, STATEFULSET
 
 log = logging.getLogger(__name__)
@@ -35,25 +36,6 @@ INVALID_SCHEDULE = "InvalidSchedule"
 INVALID_SPEC = "InvalidSpec"
 SLEEP_ORDER = (DEPLOYMENT, CRONJOB, STATEFULSET)  # apps first, databases last
 WAKE_ORDER = (STATEFULSET, DEPLOYMENT, CRONJOB)  # databases first, each group Ready before the next
-
-
-@dataclass(frozen=True)
-class PowerSettings:
-    operator_deployment: str | None = None  # a Deployment name never to scale (besides the label)
-    ready_timeout: float = 600.0  # a wake group not Ready after this goes on anyway (Warning Event)
-    poll: float = 1.0  # seconds between passes while a transition is in progress
-    max_wait: float = 60.0  # longest wait between passes when nothing is scheduled sooner
-    parallelism: int = 16  # concurrent workload patches
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> PowerSettings:
-        return cls(
-            operator_deployment=env.get("KTO_OPERATOR_DEPLOYMENT") or None,
-            ready_timeout=float(env.get("KTO_POWER_READY_TIMEOUT", cls.ready_timeout)),
-            poll=float(env.get("KTO_POWER_POLL", cls.poll)),
-            max_wait=float(env.get("KTO_POWER_MAX_WAIT", cls.max_wait)),
-            parallelism=int(env.get("KTO_POWER_PARALLELISM", cls.parallelism)),
-        )
 
 
 def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
@@ -68,8 +50,10 @@ def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
 class Pass:
     """One pass over one PowerSchedule (state kept only for the duration of the pass)."""
 
-    def __init__(self, kube: Kube, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit):
+    def __init__(self, kube: Kube, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit,
+                 metrics: PowerMetrics):
         self.kube, self.settings, self.ns, self.name, self.now, self.emit = kube, settings, ns, name, now, emit
+        self.metrics = metrics
         self.status: dict[str, Any] = {}
         self.new: dict[str, Any] = {}
         self.warn_reason: str | None = None  # a Warning Event goes with a new message of this reason
@@ -116,7 +100,7 @@ class Pass:
             self.emit("Normal", schedule.SLEEP_DEFERRED, decision.message)
         wait = self.step(spec, decision, power)
         self.flush()
-        metrics.observe(self.ns, self.name, self.merged())
+        self.metrics.observe(self.ns, self.name, self.merged())
         return wait
 
     def step(self, spec: schedule.PowerSpec, d: Decision, power: Mapping[str, Any]) -> float:
@@ -226,7 +210,7 @@ class Pass:
     def transition(self, state: str, message: str, event_reason: str | None = None) -> None:
         self.write(state=state, lastTransition=times.format_time(self.now))
         self.emit("Normal", event_reason or state, f"{state}: {message}")
-        metrics.transition(self.ns, self.name, state)
+        self.metrics.transition(self.ns, self.name, state)
 
     def idle_wait(self, d: Decision) -> float:
         if d.recheck_at is None:

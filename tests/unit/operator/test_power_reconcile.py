@@ -15,8 +15,11 @@ from kto_operator import naming, times
 from kto_operator.power import gate, history, reconcile
 from kto_operator.power import workloads as w
 from kto_operator.power.kube import Conflict, Kube
-from kto_operator.power.reconcile import Pass, PowerSettings
+from kto_operator.power.metrics import PowerMetrics
+from kto_operator.power.reconcile import Pass
+from kto_operator.power.settings import PowerSettings
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, STATEFULSET
+from prometheus_client import CollectorRegistry
 
 T0 = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 NS = "ns"
@@ -126,6 +129,7 @@ class Clock:
 
 
 SETTINGS = PowerSettings(ready_timeout=300.0)
+METRICS = PowerMetrics(CollectorRegistry())
 
 
 def run_until_stable(kube: FakeKube, clock: Clock, name: str = "power", passes: int = 20,
@@ -133,7 +137,7 @@ def run_until_stable(kube: FakeKube, clock: Clock, name: str = "power", passes: 
     wait = 0.0
     for _ in range(passes):
         before = copy.deepcopy(kube.status(name))
-        wait = Pass(cast(Kube, kube), SETTINGS, NS, name, clock.now, clock.emit).run()
+        wait = Pass(cast(Kube, kube), SETTINGS, NS, name, clock.now, clock.emit, METRICS).run()
         if settle:
             kube.settle()
         settled = kube.status(name).get("state") not in ("WakingUp", "GoingToSleep")
@@ -203,7 +207,7 @@ def test_wake_waits_for_statefulsets_ready_before_deployments(platform: tuple[Fa
     switch(kube, "on")
     clock.now += timedelta(minutes=1)
     for _ in range(5):  # no settling: the StatefulSet never becomes Ready
-        Pass(cast(Kube, kube), SETTINGS, NS, "power", clock.now, clock.emit).run()
+        Pass(cast(Kube, kube), SETTINGS, NS, "power", clock.now, clock.emit, METRICS).run()
     assert kube.status()["state"] == "WakingUp"
     assert kube.replicas(STATEFULSET, "mysql") == 1
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0  # not before the database is Ready
