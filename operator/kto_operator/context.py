@@ -35,8 +35,8 @@ class Context:
     clock: Callable[[], datetime.datetime] = times.now
     # Final Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
     # can be gone before it is read, but its final state was in the event. Only final states are kept
-    # (nothing else is ever read back), without managedFields: keeping every Job as it changed held
-    # ~30 kB per pending run (1,000 pending runs: tens of MB of the operator's RSS).
+    # (nothing else is ever read back), without managedFields: the operator's memory must not grow with
+    # the number of pending runs.
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 

@@ -27,12 +27,12 @@ TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 FOLLOW_INTERVAL = 5.0
 # Resync period of a run whose Job exists but whose trainer is not running yet: its Job and pod events
 # drive it; the resync only catches a missed event and times the image-pull fail-fast. Slower than
-# FOLLOW_INTERVAL because such runs pile up in a burst (1,000 pending runs ticking every 5 s were 600
-# API requests per second, starving the Job creations of the burst itself).
+# FOLLOW_INTERVAL because such runs pile up in a burst, and their requests must not starve the Job
+# creations of the burst itself.
 RESYNC_INTERVAL = 15.0
 # Retry delay of a handler that failed on anything but a kopf.TemporaryError (in practice: the API server
-# unreachable or restarting). kopf's default is 60 s: after a 30 s API-server restart the statuses were
-# right only 74 s later (chaos test); the timers' own intervals are shorter than that default.
+# unreachable or restarting). Well under kopf's default of 60 s, which would leave statuses stale for a
+# minute after the API server is back; and no longer than the timers' own intervals.
 ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 

@@ -45,8 +45,8 @@ _PRIORITY_EPOCH_MS = 2**42
 
 def peering_priority(started: float, tie_break: int) -> int:
     """A replica started earlier outranks a later one, so a new replica never takes over from a working
-    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999). Milliseconds:
-    with whole seconds, two replicas started within one second were ordered by the tie-break alone."""
+    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999). Milliseconds,
+    so that two replicas started within the same second are still ordered by their start times."""
     return (_PRIORITY_EPOCH_MS - int(started * 1000)) * 1000 + tie_break
 
 

@@ -210,7 +210,7 @@ def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> bool:
         _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
     except JobRejected as exc:
-        # Found by the fuzzed-spec test: retried forever before, with a traceback each time.
+        # Refused for good: no retry can make the Job valid, so the run fails with the API server's reason.
         if not _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}"):
             # MLflow unreachable: no timer follows a run without a Job, so the start handler tries again.
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \

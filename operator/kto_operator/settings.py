@@ -41,8 +41,8 @@ class OperatorSettings:
     mlflow_http_retries: int = 1
     # Threads running the (synchronous) handlers, and those creating MLflow runs and Jobs (separate, so
     # that following running Jobs never delays new submissions). A start is ~6 sequential round trips
-    # (API server, MLflow) and almost no CPU: in a burst the starters wait, so there are many of them
-    # (py-spy: 8 starters all blocked on sockets at 19 % of a core; 32 starters doubled the runs/s).
+    # (API server, MLflow) and almost no CPU: in a burst the starters wait on sockets, so there are many of
+    # them (docs/benchmarks.md, "Profiles, and what was fixed because of them").
     max_workers: int = 16
     start_workers: int = 32
     # Lines of the trainer's log (termination message) kept in status.message, and its maximum size.
