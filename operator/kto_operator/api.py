@@ -42,9 +42,8 @@ from lightkube.types import PatchType
 from . import naming
 
 Kind = type[GenericNamespacedResource]
-POWER_PLURAL = "powerschedules"
 RUNS = create_namespaced_resource(naming.GROUP, naming.VERSION, naming.KIND, naming.PLURAL)
-POWERS = create_namespaced_resource(naming.GROUP, naming.VERSION, "PowerSchedule", POWER_PLURAL)
+POWERS = create_namespaced_resource(naming.GROUP, naming.VERSION, naming.POWER_KIND, naming.POWER_PLURAL)
 JOBS = create_namespaced_resource("batch", "v1", "Job", "jobs")
 CRONJOBS = create_namespaced_resource("batch", "v1", "CronJob", "cronjobs")
 PODS = create_namespaced_resource("", "v1", "Pod", "pods")

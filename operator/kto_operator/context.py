@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
-import os
-import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from . import naming, status
+from . import naming, status, times
 from .api import Api
 from .concurrency import Coalescer, KeyedLocks
 from .metrics import Metrics
 from .settings import OperatorSettings
 from .tracking import AsyncTracker
-
-logger = logging.getLogger(__name__)
 
 # From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
 # storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
@@ -37,11 +32,11 @@ class Context:
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
     platform_gate: PlatformGate | None = None
-    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    clock: Callable[[], datetime.datetime] = times.now
     # Final Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
     # can be gone before it is read, but its final state was in the event. Only final states are kept
-    # (nothing else is ever read back), without managedFields: keeping every Job as it changed held
-    # ~30 kB per pending run (1,000 pending runs: tens of MB of the operator's RSS).
+    # (nothing else is ever read back), without managedFields: the operator's memory must not grow with
+    # the number of pending runs.
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -71,12 +66,3 @@ class Context:
         s = self.settings
         return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
 
-
-CRASH_POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
-
-
-def crash_point(ctx: Context, point: str) -> None:
-    """Restart tests: die here, as abruptly as a SIGKILLed pod, when KTO_CRASH_AT names this point."""
-    if point in ctx.settings.crash_at:
-        logger.warning("KTO_CRASH_AT=%s: killing the operator process", point)
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -6,8 +6,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import datetime
-import importlib
-import importlib.util
 import logging
 import os
 from typing import Any
@@ -15,7 +13,8 @@ from typing import Any
 import kopf
 
 from . import api, identity, naming, reconcile
-from .metrics import Metrics
+from .metrics import shared as shared_metrics
+from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
 from .status import RUNNING, TERMINAL_PHASES
 from .tracking import AsyncTracker, ClientOptions, Tracker
@@ -25,14 +24,13 @@ TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 FOLLOW_INTERVAL = 5.0
 # Resync period of a run whose Job exists but whose trainer is not running yet: its Job and pod events
 # drive it; the resync only catches a missed event and times the image-pull fail-fast. Slower than
-# FOLLOW_INTERVAL because such runs pile up in a burst (1,000 pending runs ticking every 5 s were 600
-# API requests per second, starving the Job creations of the burst itself).
+# FOLLOW_INTERVAL because such runs pile up in a burst, and their requests must not starve the Job
+# creations of the burst itself.
 RESYNC_INTERVAL = 15.0
 # Retry delay of a handler that failed on anything but a kopf.TemporaryError (in practice: the API server
-# unreachable or restarting). kopf's default is 60 s: after a 30 s API-server restart the statuses were
-# right only 74 s later (chaos test); the timers' own intervals are shorter than that default.
+# unreachable or restarting). Well under kopf's default of 60 s, which would leave statuses stale for a
+# minute after the API server is back; and no longer than the timers' own intervals.
 ERROR_BACKOFF = 5.0
-POWER_GATE = "kto_operator.power.gate"
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
 
@@ -51,16 +49,12 @@ def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
                          pool_size=ours.start_workers + ours.max_workers)
 
 
-def _platform_gate(kube: api.Api) -> reconcile.PlatformGate | None:
-    """The power module's `platform_ready` as a gate (None when that module is not installed)."""
-    if importlib.util.find_spec("kto_operator.power") is None or \
-            importlib.util.find_spec(POWER_GATE) is None:
-        return None
-    module = importlib.import_module(POWER_GATE)
+def _platform_gate(kube: api.Api) -> reconcile.PlatformGate:
+    """The power half's `platform_ready` as a gate: a run starts once its namespace's platform is on."""
 
     async def gate(namespace: str) -> str | None:
-        ready, reason = await module.platform_ready(namespace, kube)
-        return None if ready else str(reason)
+        ready, reason = await platform_ready(namespace, kube)
+        return None if ready else reason
 
     return gate
 
@@ -92,7 +86,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
-    metrics = Metrics()
+    metrics = shared_metrics(memo)
     try:
         metrics.serve(ours.metrics_port)
     except OSError as exc:

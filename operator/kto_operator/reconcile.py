@@ -6,16 +6,15 @@ any time and a restarted operator simply calls it again.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
-from . import indexed, jobs, naming, refusals, status, workers
+from . import indexed, jobs, naming, outcome, refusals, status, times
 from .api import JOBS, RUNS, SERVICES, JobConflict, JobRejected
-from .context import Context, PlatformGate, crash_point
-from .tracking import MlflowUnavailable, RegisterRule, RunInfo, TrackingError
+from .context import Context, PlatformGate
+from .tracking import MlflowUnavailable, RunInfo, TrackingError
 
 __all__ = ["Context", "PlatformGate", "ensure_started", "finalize", "follow", "seen"]
 
@@ -83,50 +82,26 @@ async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mess
         _event(tr, "Warning" if warning else "Normal", reason, text)
 
 
-def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    # NaN and infinities are not JSON numbers: the API server would refuse the whole patch.
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
 async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-            start_time: str | None = None, ready: str | None = None) -> bool:
+                  start_time: str | None = None, ready: str | None = None) -> bool:
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
     final metrics, model registration; then the status. With MLflow down the status keeps its phase
     (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow."""
     ids = _run_ids(tr)
-    extra: dict[str, Any] = {"completionTime": status.format_time(ctx.clock())}
+    extra: dict[str, Any] = {"completionTime": times.format_time(ctx.clock())}
     if start_time and not (tr.get("status") or {}).get("startTime"):
         extra["startTime"] = start_time
     if ready:
         extra["workers"] = ready
     notes: list[str] = []
     if ids.get("runId"):
-        uri, run_id = _uri(ctx, tr), str(ids["runId"])
         try:
-            await ctx.tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase],
-                                        workers.mlflow_overrides(tr["spec"], phase))
-            metrics = _finite(await ctx.tracker.metrics(uri, run_id))
-            rule = RegisterRule.from_spec(tr["spec"].get("registerModel"))
-            if phase == status.SUCCEEDED and rule:
-                value = metrics.get(rule.metric)
-                if value is None:
-                    notes.append(f"model not registered: metric {rule.metric} was not logged")
-                elif rule.passes(value):
-                    extra["modelVersion"] = await ctx.tracker.register(uri, run_id, str(ids.get("experimentId")), rule)
-                    notes.append(f"model {rule.name} version {extra['modelVersion']} registered")
-                else:
-                    notes.append(f"model not registered: {rule.metric}={value:.4g} misses threshold {rule.threshold}")
-            if metrics:
-                extra["metrics"] = metrics
-                primary = status.primary_metric(metrics, rule.metric if rule else None)
-                if primary:
-                    extra["primaryMetric"] = primary
-            extra.update(await _progress_of(ctx, tr, uri, run_id, metrics))
+            await outcome.close(ctx.tracker, tr["spec"], _uri(ctx, tr), ids, phase, extra, notes)
         except MlflowUnavailable as exc:
             ctx.metrics.mlflow_errors.inc()
             current = _phase(tr) or status.PENDING
             await _write(ctx, tr, current, "MlflowUnavailable",
-                   f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}")
+                         f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}")
             return False
         except TrackingError as exc:
             notes.append(f"MLflow: {exc}")
@@ -166,8 +141,8 @@ async def ensure_started(ctx: Context, namespace: str, name: str, attempt: int =
         ids = _run_ids(tr)
         resumed = bool(tr["status"].get("jobName"))
         # A new Job has no pod yet: its watch events bring the next update.
-        if not resumed and not await _ensure_job(ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]),
-                                                                   _uri(ctx, tr))):
+        if not resumed and not await _ensure_job(
+                ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]), _uri(ctx, tr))):
             return
         # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
         # them as arguments). After a restart only the missing ones are logged.
@@ -193,8 +168,8 @@ async def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool | 
     if never_tried:
         await _write(ctx, tr, status.PENDING, "CreatingRun", "creating the MLflow run")
     try:
-        run, created = await ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"], tags,
-                                              search=not never_tried)
+        run, created = await ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"],
+                                                    tags, search=not never_tried)
     except MlflowUnavailable as exc:
         ctx.metrics.mlflow_errors.inc()
         delay = ctx.settings.retry_delay(attempt)
@@ -203,10 +178,8 @@ async def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool | 
     except TrackingError as exc:
         await _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
         return None
-    crash_point(ctx, "run-created")
     await _write(ctx, tr, status.PENDING, "RunCreated", f"MLflow run {run.run_id} ready",
-           mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
-    crash_point(ctx, "run-recorded")
+                 mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
     return created
 
 
@@ -237,20 +210,18 @@ async def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> 
         await _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
     except JobRejected as exc:
-        # Found by the fuzzed-spec test: retried forever before, with a traceback each time.
+        # Refused for good: no retry can make the Job valid, so the run fails with the API server's reason.
         if not await _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}"):
             # MLflow unreachable: no timer follows a run without a Job, so the start handler tries again.
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
                 from exc
         return False
-    crash_point(ctx, "job-created")
     name = manifest["metadata"]["name"]
     if created:
-        submitted = status.parse_time(meta.get("creationTimestamp"))
+        submitted = times.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
     await _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
-    crash_point(ctx, "job-recorded")
     return True
 
 
@@ -295,7 +266,7 @@ async def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> N
     await _record_image(ctx, tr, observed.image_id)
     if observed.terminal:
         finished = await _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
-                           observed.workers)
+                                 observed.workers)
         if finished:
             ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).
@@ -306,8 +277,9 @@ async def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> N
     extra: dict[str, Any] = {"workers": observed.workers} if observed.workers else {}
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
-    if observed.phase == status.RUNNING and with_progress:
-        extra.update(await _progress(ctx, tr))
+    run_id = _run_ids(tr).get("runId")
+    if observed.phase == status.RUNNING and with_progress and run_id:
+        extra.update(await outcome.progress(ctx.tracker, tr, _uri(ctx, tr), str(run_id)))
     await _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
 
 
@@ -324,33 +296,6 @@ async def _record_image(ctx: Context, tr: dict[str, Any], image_id: str | None) 
     meta = tr["metadata"]
     await ctx.kube.patch(RUNS, meta["namespace"], meta["name"], {"status": {"imageID": image_id}}, status=True)
     tr["status"] = {**(tr.get("status") or {}), "imageID": image_id}
-
-
-async def _progress(ctx: Context, tr: Mapping[str, Any]) -> dict[str, Any]:
-    """Live metrics and `epoch k of n` from the MLflow run; nothing when MLflow cannot say."""
-    run_id = _run_ids(tr).get("runId")
-    if not run_id:
-        return {}
-    uri = _uri(ctx, tr)
-    try:
-        metrics = _finite(await ctx.tracker.metrics(uri, str(run_id)))
-        extra = await _progress_of(ctx, tr, uri, str(run_id), metrics)
-    except (MlflowUnavailable, TrackingError) as exc:
-        logger.info("progress of %s unavailable: %s", tr["metadata"]["name"], exc)
-        return {}
-    if metrics:
-        extra["metrics"] = metrics
-    return extra
-
-
-async def _progress_of(ctx: Context, tr: Mapping[str, Any], uri: str, run_id: str,
-                 metrics: Mapping[str, float]) -> dict[str, Any]:
-    """{"progress": {epoch, epochs}}: epochs done per the metric history, epochs planned per the spec."""
-    done = await ctx.tracker.epochs_done(uri, run_id, metrics)
-    epochs = (tr["spec"].get("parameters") or {}).get("epochs")
-    if not (done or epochs):
-        return {}
-    return {"progress": {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}}
 
 
 async def _cancel(ctx: Context, tr: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import naming, status, workers
+from . import naming, status, times, workers
 from .api import EVENTS, PODS, Api
 
 QUOTA_EXCEEDED = "QuotaExceeded"
@@ -53,7 +53,7 @@ async def observe(kube: Api, job: Mapping[str, Any], namespace: str, uid: str, n
     observed = workers.observe(job, await run_pods(kube, namespace, uid), now, limits)
     if observed.reason != status.NO_POD:
         return observed
-    created = status.parse_time(job["metadata"].get("creationTimestamp"))
+    created = times.parse_time(job["metadata"].get("creationTimestamp"))
     if created is None or (now - created).total_seconds() < CHECK_AFTER_SECONDS:
         return observed
     events = await kube.list(EVENTS, namespace, fields={"involvedObject.uid": job["metadata"]["uid"]})

@@ -174,9 +174,6 @@ class Tracker:
     def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
         self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
 
-    def status(self, uri: str, run_id: str) -> str:
-        return str(self._run(uri, run_id, "read run status")["info"]["status"])
-
     def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
         """Set a final status unless the trainer already did (a final status in `replace` is overwritten);
         True if this call set it."""

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kto_operator import api
-from kto_operator.power import workloads as w
+from kto_operator import api, naming
 from kto_operator.power.gate import platform_ready
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -110,9 +109,9 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
         ("StatefulSet", "db"): 2, ("Deployment", "web"): 3, ("Deployment", "api"): 1, ("CronJob", "nightly"): False}
     assert p.replicas("Deployment", "web") == 0 and p.replicas("StatefulSet", "db") == 0
     assert p.get("CronJob", "nightly").spec.suspend is True
-    assert _annotations(p, "Deployment", "web")[w.SAVED_REPLICAS] == "3"
-    assert _annotations(p, "StatefulSet", "db")[w.SAVED_REPLICAS] == "2"
-    assert w.SAVED_REPLICAS not in _annotations(p, "Deployment", "idle")  # 0 stays 0, nothing saved
+    assert _annotations(p, "Deployment", "web")[naming.ANNOTATION_SAVED_REPLICAS] == "3"
+    assert _annotations(p, "StatefulSet", "db")[naming.ANNOTATION_SAVED_REPLICAS] == "2"
+    assert naming.ANNOTATION_SAVED_REPLICAS not in _annotations(p, "Deployment", "idle")  # 0 stays 0, nothing saved
     # The real controllers remove the pods; the node agent stops the processes.
     wait_for(lambda: sum(p.all_pods(app) for app in ("web", "db", "api")) == 0, 60, "pods gone")
     ready, why = _ready(p.bed, p.ns)
@@ -193,8 +192,8 @@ def test_operator_restarted_while_asleep_still_restores(platform: Platform, powe
     # with the saved counts on the workloads, which is all the restarted one will have to go on.
     assert not power_operator.alive()
     assert p.replicas("Deployment", "web") == 0 and p.replicas("StatefulSet", "db") == 0
-    assert _annotations(p, "Deployment", "web")[w.SAVED_REPLICAS] == "4"
-    assert _annotations(p, "StatefulSet", "db")[w.SAVED_REPLICAS] == "1"
+    assert _annotations(p, "Deployment", "web")[naming.ANNOTATION_SAVED_REPLICAS] == "4"
+    assert _annotations(p, "StatefulSet", "db")[naming.ANNOTATION_SAVED_REPLICAS] == "1"
     p.switch("on")  # while no operator runs: only the restarted one can act on it
     power_operator.start()
     p.wait_state("On", timeout=90)

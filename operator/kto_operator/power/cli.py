@@ -23,15 +23,15 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 import kopf
 
-from kto_operator import api
+from kto_operator import api, naming, times
 from kto_operator.api import CONFIGMAPS, JOBS, Api, ApiError, Conflict
-from kto_operator.power import history, switch, workloads
+from kto_operator.power import switch, workloads
 from kto_operator.power.reconcile import SLEEP_ORDER, WAKE_ORDER, WORKLOADS, patch_planned
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP
 from kto_operator.power.switch import EXIT_DEFERRED, EXIT_ERROR, EXIT_OK, Record
@@ -55,7 +55,7 @@ class Options:
 class Switch:
     """One switch, off or on, in one namespace. Every step is idempotent: killed half-way, run it again."""
 
-    def __init__(self, kube: Api, opts: Options, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    def __init__(self, kube: Api, opts: Options, *, now: Callable[[], datetime] = times.now,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  out: Callable[[str], None] = print) -> None:
         self.kube, self.opts = kube, opts
@@ -63,7 +63,7 @@ class Switch:
         self.stored = False  # the ConfigMap exists
 
     def say(self, text: str) -> None:
-        self.out(f"{history.fmt_time(self.now())} {self.opts.namespace}: {text}")
+        self.out(f"{times.format_time(self.now())} {self.opts.namespace}: {text}")
 
     # The record --------------------------------------------------------------------------------------------
     async def load(self) -> Record:
@@ -91,7 +91,7 @@ class Switch:
     async def transition(self, record: Record, state: str, reason: str, message: str, **changes: Any) -> Record:
         self.say(f"{state}: {message}")
         return await self.save(dataclasses.replace(record, state=state, reason=reason, message=message,
-                                             last_transition=history.fmt_time(self.now()) or "", **changes))
+                                                   last_transition=times.format_time(self.now()), **changes))
 
     # Off ----------------------------------------------------------------------------------------------------
     async def trainers(self) -> list[str]:
@@ -119,7 +119,7 @@ class Switch:
                 await self.save(dataclasses.replace(record, reason=switch.SLEEP_DEFERRED, message=message))
                 return EXIT_DEFERRED
         record = await self.transition(record, GOING_TO_SLEEP, switch.SWITCHED, "putting the platform to sleep")
-        now_iso = history.fmt_time(self.now()) or ""
+        now_iso = times.format_time(self.now())
         by_kind: dict[str, list[dict[str, Any]]] = {}
         failed: list[str] = []
         for kind in SLEEP_ORDER:
@@ -138,7 +138,7 @@ class Switch:
                     failed.append(str(outcome))
                 elif outcome is not None:
                     after[outcome["metadata"]["name"]] = outcome
-                    saved = planned["metadata"]["annotations"].get(workloads.SAVED_REPLICAS)
+                    saved = planned["metadata"]["annotations"].get(naming.ANNOTATION_SAVED_REPLICAS)
                     self.say(f"{switch.key(kind, obj)}: {'suspended' if kind == CRONJOB else f'{saved} -> 0'}")
             by_kind[kind] = [after.get(o["metadata"]["name"], o) for o in workloads.managed(kind, objs,
                                                                                            self.opts.selection)]

@@ -16,102 +16,93 @@ import asyncio
 import contextlib
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import kopf
 
 from kto_operator import api, naming
-from kto_operator.power import history, metrics
-from kto_operator.power.reconcile import Pass, PowerSettings, release_all
+from kto_operator.metrics import shared as shared_metrics
+from kto_operator.power import history
+from kto_operator.power.context import PowerContext
+from kto_operator.power.reconcile import Pass, release_all
+from kto_operator.power.settings import PowerSettings
+from kto_operator.settings import SettingsError
 
-GROUP, VERSION = naming.GROUP, naming.VERSION
-PLURAL = api.POWER_PLURAL
-RUNS_PLURAL = naming.PLURAL
-
-Key = tuple[str, str]
-_nudges: dict[Key, asyncio.Event] = {}
-_seen_powers: dict[Key, tuple[Any, ...]] = {}
-_seen_runs: dict[str, bool] = {}  # run uid -> active
-# One lock per PowerSchedule: a pass and the release on delete never overlap. kopf signals the daemon to
-# stop while it calls the delete handler, so a pass that read the schedule just before the deletion could
-# otherwise put back to sleep what the release had just woken.
-_pass_locks: dict[Key, asyncio.Lock] = {}
+POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
+TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # A failed delete handler is retried after this (kopf's default, 60 s, leaves the platform asleep that long).
 DELETE_BACKOFF = 5.0
 
 
 @kopf.on.startup()
 async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    power = PowerSettings.from_env(os.environ)
-    memo.power_settings = power
+    try:
+        power = PowerSettings.from_env(os.environ)
+    except SettingsError as exc:
+        raise kopf.PermanentError(f"bad setting: {exc}") from exc  # exits instead of retrying forever
     # A client of its own (this module also runs alone), its pool sized for the parallel patches.
-    memo.power_api = api.Api.connect(api.Options(pool_size=max(power.parallelism * 2, 4)))
+    kube = api.Api.connect(api.Options(pool_size=max(power.parallelism * 2, 4)))
+    memo.power = PowerContext(settings=power, kube=kube, metrics=shared_metrics(memo).power)
     logger.info("power: %s", power)
 
 
 @kopf.on.cleanup()
 async def power_cleanup(memo: Any, **_: Any) -> None:
-    if memo.get("power_api") is not None:
-        await memo.power_api.close()
+    ctx: PowerContext | None = memo.get("power")
+    if ctx is not None:
+        await ctx.kube.close()
 
 
-def _nudge_namespace(namespace: str | None) -> None:
-    for (ns, _name), ev in _nudges.items():
-        if ns == namespace:
-            ev.set()
+def _ctx(memo: Any) -> PowerContext:
+    ctx: PowerContext = memo.power
+    return ctx
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def power_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-    key = (namespace or "", name)
+@kopf.on.event(*POWER)
+async def power_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    ctx, key = _ctx(memo), (namespace or "", name)
     if type == "DELETED":
-        _seen_powers.pop(key, None)
+        ctx.seen_powers.pop(key, None)
         return
     ann = body.metadata.annotations
-    sig = (body.metadata.get("generation"), ann.get(history.WAKE_REQUESTED_AT), ann.get(history.SLEEP_REQUESTED_AT))
-    if _seen_powers.get(key) != sig:  # our own status writes change nothing here: no self-nudging
-        _seen_powers[key] = sig
-        if key in _nudges:
-            _nudges[key].set()
+    sig = (body.metadata.get("generation"), ann.get(naming.ANNOTATION_WAKE_REQUESTED_AT),
+           ann.get(naming.ANNOTATION_SLEEP_REQUESTED_AT))
+    if ctx.seen_powers.get(key) != sig:  # our own status writes change nothing here: no self-nudging
+        ctx.seen_powers[key] = sig
+        if key in ctx.nudges:
+            ctx.nudges[key].set()
         else:  # a second PowerSchedule changes which one governs
-            _nudge_namespace(namespace)
+            ctx.nudge_namespace(namespace)
 
 
-@kopf.on.event(GROUP, VERSION, RUNS_PLURAL)
-async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    uid = body.metadata.uid
+@kopf.on.event(*TR)
+async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    ctx, uid = _ctx(memo), body.metadata.uid
     active = type != "DELETED" and history.is_active(body)
     if type == "DELETED":
-        _seen_runs.pop(uid, None)
-    elif _seen_runs.get(uid) == active:
+        ctx.seen_runs.pop(uid, None)
+    elif ctx.seen_runs.get(uid) == active:
         return  # progress updates of a run: nothing for power
     else:
-        _seen_runs[uid] = active
-    _nudge_namespace(namespace)
+        ctx.seen_runs[uid] = active
+    ctx.nudge_namespace(namespace)
 
 
-def _now() -> datetime:
-    # Whole seconds: status times are RFC 3339 seconds, and the rule must see what status records.
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, id="power", cancellation_timeout=10.0)
+@kopf.daemon(*POWER, id="power", cancellation_timeout=10.0)
 async def power_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
     logger: kopf.Logger, **_: Any,
 ) -> None:
     assert namespace, "PowerSchedule is namespaced"
-    settings: PowerSettings = memo.power_settings
-    kube: api.Api = memo.power_api
+    ctx = _ctx(memo)
     key = (namespace, name)
-    nudge = _nudges.setdefault(key, asyncio.Event())
-    lock = _pass_locks.setdefault(key, asyncio.Lock())
+    nudge = ctx.nudges.setdefault(key, asyncio.Event())
+    lock = ctx.pass_lock(key)
 
     async def one_pass() -> float:
         async with lock:
-            return await Pass(kube, settings, namespace, name, _now(), emit).run()
+            return await Pass(ctx.kube, ctx.settings, namespace, name, ctx.clock(), emit, ctx.metrics).run()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
@@ -132,16 +123,17 @@ async def power_daemon(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(nudge.wait(), timeout=min(left, 1.0))
     finally:
-        _nudges.pop(key, None)
+        ctx.nudges.pop(key, None)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, backoff=DELETE_BACKOFF)
+@kopf.on.delete(*POWER, backoff=DELETE_BACKOFF)
 async def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
     assert namespace, "PowerSchedule is namespaced"
-    async with _pass_locks.setdefault((namespace, name), asyncio.Lock()):
-        released = await release_all(memo.power_api, namespace, name, memo.power_settings)
-    _pass_locks.pop((namespace, name), None)
+    ctx = _ctx(memo)
+    async with ctx.pass_lock((namespace, name)):
+        released = await release_all(ctx.kube, namespace, name, ctx.settings)
+    ctx.pass_locks.pop((namespace, name), None)
     for line in released:
         logger.info("released %s", line)
-    metrics.forget(namespace, name)
+    ctx.metrics.forget(namespace, name)

@@ -16,14 +16,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from kto_operator import api
+from kto_operator import api, naming, times
 from kto_operator.api import Api, Conflict
-from kto_operator.power import history, metrics, schedule, workloads
+from kto_operator.power import history, schedule, workloads
+from kto_operator.power.metrics import PowerMetrics
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Decision, SpecError
+from kto_operator.power.settings import PowerSettings
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, KINDS, STATEFULSET
 
 log = logging.getLogger(__name__)
@@ -40,25 +41,6 @@ WORKLOADS = {DEPLOYMENT: api.DEPLOYMENTS, STATEFULSET: api.STATEFULSETS, CRONJOB
 Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
 
 
-@dataclass(frozen=True)
-class PowerSettings:
-    operator_deployment: str | None = None  # a Deployment name never to scale (besides the label)
-    ready_timeout: float = 600.0  # a wake group not Ready after this goes on anyway (Warning Event)
-    poll: float = 1.0  # seconds between passes while a transition is in progress
-    max_wait: float = 60.0  # longest wait between passes when nothing is scheduled sooner
-    parallelism: int = 16  # concurrent workload patches
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> PowerSettings:
-        return cls(
-            operator_deployment=env.get("KTO_OPERATOR_DEPLOYMENT") or None,
-            ready_timeout=float(env.get("KTO_POWER_READY_TIMEOUT", cls.ready_timeout)),
-            poll=float(env.get("KTO_POWER_POLL", cls.poll)),
-            max_wait=float(env.get("KTO_POWER_MAX_WAIT", cls.max_wait)),
-            parallelism=int(env.get("KTO_POWER_PARALLELISM", cls.parallelism)),
-        )
-
-
 def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
     """The one PowerSchedule of a namespace that acts: the oldest (then by name); the others report Duplicate."""
     live = [p for p in powers if not p["metadata"].get("deletionTimestamp")]
@@ -71,8 +53,10 @@ def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
 class Pass:
     """One pass over one PowerSchedule (state kept only for the duration of the pass)."""
 
-    def __init__(self, kube: Api, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit):
+    def __init__(self, kube: Api, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit,
+                 metrics: PowerMetrics):
         self.kube, self.settings, self.ns, self.name, self.now, self.emit = kube, settings, ns, name, now, emit
+        self.metrics = metrics
         self.status: dict[str, Any] = {}
         self.new: dict[str, Any] = {}
         self.warn_reason: str | None = None  # a Warning Event goes with a new message of this reason
@@ -105,11 +89,11 @@ class Pass:
         self.write(
             reason=INVALID_SCHEDULE if problems else decision.reason,
             message="; ".join((*problems, decision.message)),
-            nextOn=history.fmt_time(decision.next_on),
-            nextOff=history.fmt_time(decision.next_off),
+            nextOn=times.format_time(decision.next_on),
+            nextOff=times.format_time(decision.next_off),
             deferredBy=list(decision.deferred_by),
             activeRuns=list(hist.active_runs),
-            lastRunActivity=history.fmt_time(activity),
+            lastRunActivity=times.format_time(activity),
             manual=manual.status_manual,
             observedGeneration=power["metadata"].get("generation"),
         )
@@ -117,7 +101,7 @@ class Pass:
             self.emit("Normal", schedule.SLEEP_DEFERRED, decision.message)
         wait = await self.step(spec, decision, power)
         await self.flush()
-        metrics.observe(self.ns, self.name, self.merged())
+        self.metrics.observe(self.ns, self.name, self.merged())
         return wait
 
     async def step(self, spec: schedule.PowerSpec, d: Decision, power: Mapping[str, Any]) -> float:
@@ -142,7 +126,7 @@ class Pass:
             return self.idle_wait(d)
         if current != WAKING_UP:
             self.transition(WAKING_UP, d.message)
-            self.write(wakeStartedAt=history.fmt_time(self.now))
+            self.write(wakeStartedAt=times.format_time(self.now))
             await self.flush()
         if not await self.wake_step():
             return self.settings.poll
@@ -153,7 +137,7 @@ class Pass:
     # ---------------------------------------------------------------------------------------------
     async def sleep_all(self, sel: workloads.Selection) -> bool:
         """Scale/suspend every managed workload; False when one kept changing under us (retry next pass)."""
-        now_iso = history.fmt_time(self.now) or ""
+        now_iso = times.format_time(self.now)
         by_kind: dict[str, list[dict[str, Any]]] = {}
         ok = True
         listed = dict(zip(SLEEP_ORDER, await asyncio.gather(*(self.kube.list(WORKLOADS[k], self.ns)
@@ -174,7 +158,7 @@ class Pass:
     async def wake_step(self) -> bool:
         """Restore one group at a time (StatefulSets, Deployments, CronJobs); True once all are Ready."""
         waiting_for = {(w["kind"], w["name"]) for w in self.status.get("workloads") or []}
-        started = history.parse_time(self.status.get("wakeStartedAt")) or self.now
+        started = times.parse_time(self.status.get("wakeStartedAt")) or self.now
         timed_out = self.now - started > timedelta(seconds=self.settings.ready_timeout)
         for kind in WAKE_ORDER:
             objs = await self.kube.list(WORKLOADS[kind], self.ns)
@@ -222,9 +206,9 @@ class Pass:
 
     # ---------------------------------------------------------------------------------------------
     def transition(self, state: str, message: str, event_reason: str | None = None) -> None:
-        self.write(state=state, lastTransition=history.fmt_time(self.now))
+        self.write(state=state, lastTransition=times.format_time(self.now))
         self.emit("Normal", event_reason or state, f"{state}: {message}")
-        metrics.transition(self.ns, self.name, state)
+        self.metrics.transition(self.ns, self.name, state)
 
     def idle_wait(self, d: Decision) -> float:
         if d.recheck_at is None:
@@ -277,7 +261,7 @@ async def release_all(kube: Api, ns: str, owner: str, settings: PowerSettings) -
 
     def plan(obj: Mapping[str, Any]) -> workloads.WakeAction | None:
         ann = obj["metadata"].get("annotations") or {}
-        return workloads.wake_action(kind, obj) if ann.get(workloads.SLEPT_BY) in (owner, None) else None
+        return workloads.wake_action(kind, obj) if ann.get(naming.ANNOTATION_SLEPT_BY) in (owner, None) else None
 
     done = []
     for kind in KINDS:

@@ -72,9 +72,9 @@ def client_calls(text: str) -> set[Perm]:
 
 
 def _kopf_resource(args: str) -> tuple[str, str] | None:
-    if "*TR" in args or "RUNS_PLURAL" in args:
+    if "*TR" in args:
         return ("kto.dev", "trainingruns")
-    if "PLURAL" in args:
+    if "*POWER" in args:
         return ("kto.dev", "powerschedules")
     quoted = re.findall(r'"([^"]*)"', args)
     if len(quoted) >= 2:  # (group, version, plural) or (version, plural)

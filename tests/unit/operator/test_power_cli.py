@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from kto_operator import naming
 from kto_operator.api import Api
-from kto_operator.power import cli, switch, workloads
+from kto_operator.power import cli, switch
 from kto_operator.power.schedule import OFF, ON
 from lightkube import KubeConfig
 
@@ -165,7 +166,7 @@ def test_off_then_on_restores_exact_counts_and_keeps_a_record(api: FakeApi) -> N
     assert {(w["kind"], w["name"]) for w in rec.workloads} == \
         {("Deployment", "mlflow"), ("StatefulSet", "mysql"), ("CronJob", "backup")}
     assert rec.awake == {"Deployment/mlflow": 2, "StatefulSet/mysql": 1}
-    assert api.objs[("deployments", "mlflow")]["metadata"]["annotations"][workloads.SLEPT_BY] == "kto-power"
+    assert api.objs[("deployments", "mlflow")]["metadata"]["annotations"][naming.ANNOTATION_SLEPT_BY] == "kto-power"
 
     code, lines = run(api, "--state=on", SELECT)
     assert code == 0, lines

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from kto_operator import jobs, refusals, status
+from kto_operator import jobs, refusals, status, times
 from kto_operator.api import EVENTS, PODS, Api, Kind
 from kto_operator.settings import OperatorSettings, SettingsError
 
@@ -139,7 +139,7 @@ class FakeKube:
 
 
 def job(age: float) -> dict[str, Any]:
-    created = status.format_time(NOW - datetime.timedelta(seconds=age))
+    created = times.format_time(NOW - datetime.timedelta(seconds=age))
     return {"metadata": {"name": "r", "uid": "job-uid", "creationTimestamp": created}, "status": {}}
 
 
