@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from . import api, identity, naming, reconcile
+from . import api, connection, identity, naming, reconcile
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
@@ -32,15 +32,6 @@ RESYNC_INTERVAL = 15.0
 # minute after the API server is back; and no longer than the timers' own intervals.
 ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
-
-
-@kopf.on.login()
-async def login(**_: Any) -> kopf.ConnectionInfo:
-    """The login of the operator's API client (`api`: service account, else kubeconfig, exec plugins and
-    tokenFile included), so that kopf's watches and our calls authenticate alike; the `kubernetes` client, whose
-    login kopf would use otherwise, is kept out of the process (main's entry point). Called again by kopf when
-    the API server answers 401 or the token expires, so a rotated token is picked up."""
-    return await api.connection_info()
 
 
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
@@ -91,7 +82,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
         metrics.serve(ours.metrics_port)
     except OSError as exc:
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
-    kube = api.Api.connect(api.Options(pool_size=ours.max_workers + ours.start_workers + 4))
+    kube = connection.shared(memo, api.Options(pool_size=ours.max_workers + ours.start_workers + 4))
     own = await identity.own_service_account(kube, (await api.connection_info()).token)
     ours = dataclasses.replace(ours, own_service_account=own)
     # The handlers' concurrency, as their thread pools bounded it: starts apart (a burst of pod and Job events
@@ -124,13 +115,6 @@ def _waiting(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
 
 
-@kopf.on.cleanup()
-async def close(memo: Any, **_: Any) -> None:
-    ctx: reconcile.Context | None = memo.get("trainingruns")
-    if ctx is not None:
-        await ctx.kube.close()
-
-
 async def _follow(memo: Any, namespace: str | None, name: str, *, with_progress: bool) -> None:
     async with memo.trainingrun_follows:
         await reconcile.follow(*_ctx(memo, namespace), name, with_progress=with_progress)
@@ -150,7 +134,7 @@ async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, m
 
 @kopf.on.update(*TR, field="spec", backoff=ERROR_BACKOFF)
 async def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.Body, memo: Any,
-                 **_: Any) -> None:
+                       **_: Any) -> None:
     """`cancel` is the only mutable field (CEL); untyped extra parameters slip past CEL: say so."""
     ignored = sorted({".".join(map(str, d[1])) for d in diff if tuple(d[1])[:1] != ("cancel",)})
     if ignored:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import kopf
 
-from kto_operator import api, naming
+from kto_operator import api, connection, naming
 from kto_operator.metrics import shared as shared_metrics
 from kto_operator.power import history
 from kto_operator.power.context import PowerContext
@@ -41,17 +41,10 @@ async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
         power = PowerSettings.from_env(os.environ)
     except SettingsError as exc:
         raise kopf.PermanentError(f"bad setting: {exc}") from exc  # exits instead of retrying forever
-    # A client of its own (this module also runs alone), its pool sized for the parallel patches.
-    kube = api.Api.connect(api.Options(pool_size=max(power.parallelism * 2, 4)))
+    # The process's one client; made here when this module runs alone, its pool sized for the parallel patches.
+    kube = connection.shared(memo, api.Options(pool_size=max(power.parallelism * 2, 4)))
     memo.power = PowerContext(settings=power, kube=kube, metrics=shared_metrics(memo).power)
     logger.info("power: %s", power)
-
-
-@kopf.on.cleanup()
-async def power_cleanup(memo: Any, **_: Any) -> None:
-    ctx: PowerContext | None = memo.get("power")
-    if ctx is not None:
-        await ctx.kube.close()
 
 
 def _ctx(memo: Any) -> PowerContext:
