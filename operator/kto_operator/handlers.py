@@ -85,8 +85,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     kube = connection.shared(memo, api.Options(pool_size=ours.max_workers + ours.start_workers + 4))
     own = await identity.own_service_account(kube, (await api.connection_info()).token)
     ours = dataclasses.replace(ours, own_service_account=own)
-    # The handlers' concurrency, as their thread pools bounded it: starts apart (a burst of pod and Job events
-    # never delays Job creation), follows of other runs, the MLflow calls of both.
+    # The handlers' concurrency, bounded: starts apart (a burst of pod and Job events never delays Job
+    # creation), follows of other runs, and the MLflow calls of both in a thread pool (the MLflow client blocks).
     memo.trainingrun_starts = asyncio.Semaphore(ours.start_workers)
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
     mlflow_threads = concurrent.futures.ThreadPoolExecutor(ours.start_workers + ours.max_workers, "kto-mlflow")

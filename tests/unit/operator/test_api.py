@@ -236,7 +236,7 @@ def test_no_credentials_at_all_is_a_login_error(tmp_path: Path, monkeypatch: pyt
 
 
 def test_the_operator_process_never_imports_kubernetes() -> None:
-    """kopf imports the kubernetes client (~1,200 modules, ~50 MB) whenever it can, and the development
+    """kopf imports the kubernetes client (a large share of the process's memory) whenever it can, and the development
     environment has it (the bed and the tests use it): the entry point must keep it out, handlers and lightkube
     included, and kopf must then log in with our handler, not through that client.
     A fresh interpreter, since this one has imported it."""
