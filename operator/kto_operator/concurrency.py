@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator
 
 
@@ -39,26 +38,24 @@ class KeyedLocks:
 
 class Coalescer:
     """Collapses bursts of follow requests for one TrainingRun (a pod start alone is 4-5 watch events):
-    while one thread follows a run, further requests only ask it for one more pass."""
+    while one handler follows a run, further requests only ask it for one more pass. One event loop: `enter`
+    and `again` never await, so their bookkeeping needs no guard."""
 
     def __init__(self) -> None:
-        self._guard = threading.Lock()
         self._running: set[str] = set()
         self._pending: dict[str, bool] = {}  # key -> with_progress of the requested extra pass
 
     def enter(self, key: str, with_progress: bool) -> bool:
         """True: the caller runs the passes. False: a running caller will do one more pass."""
-        with self._guard:
-            if key in self._running:
-                self._pending[key] = self._pending.get(key, False) or with_progress
-                return False
-            self._running.add(key)
-            return True
+        if key in self._running:
+            self._pending[key] = self._pending.get(key, False) or with_progress
+            return False
+        self._running.add(key)
+        return True
 
     def again(self, key: str) -> bool | None:
         """with_progress of one more requested pass, or None (and the caller is done)."""
-        with self._guard:
-            if key in self._pending:
-                return self._pending.pop(key)
-            self._running.discard(key)
-            return None
+        if key in self._pending:
+            return self._pending.pop(key)
+        self._running.discard(key)
+        return None

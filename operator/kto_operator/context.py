@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,29 +36,26 @@ class Context:
     # can be gone before it is read, but its final state was in the event. Only final states are kept
     # (nothing else is ever read back), without managedFields: the operator's memory must not grow with
     # the number of pending runs.
+    # Touched by handlers on kopf's event loop only, never awaiting in between: no lock.
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def remember_job(self, job: Mapping[str, Any]) -> None:
         uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
         if uid and status.job_finished(job):
             meta = {k: v for k, v in job["metadata"].items() if k != "managedFields"}
-            with self._jobs_lock:
-                self.last_jobs[uid] = {**job, "metadata": meta}
+            self.last_jobs[uid] = {**job, "metadata": meta}
 
     def forget_jobs_of(self, namespace: str, name: str) -> None:
         """Drop what is kept for a run that is gone or final: the garbage collector deletes its Job after
         the finalizer ran, and that DELETED event would otherwise stay here for good (one Job per run)."""
-        with self._jobs_lock:
-            for uid, job in list(self.last_jobs.items()):
-                meta = job["metadata"]
-                if meta.get("namespace") == namespace and \
-                        (meta.get("annotations") or {}).get(naming.ANNOTATION_TRAININGRUN) == name:
-                    del self.last_jobs[uid]
+        for uid, job in list(self.last_jobs.items()):
+            meta = job["metadata"]
+            if meta.get("namespace") == namespace and \
+                    (meta.get("annotations") or {}).get(naming.ANNOTATION_TRAININGRUN) == name:
+                del self.last_jobs[uid]
 
     def last_job(self, uid: str, forget: bool = False) -> dict[str, Any] | None:
-        with self._jobs_lock:
-            return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
+        return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
 
     @property
     def limits(self) -> status.Limits:
