@@ -14,12 +14,11 @@ POINT names the call after which the process dies:
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 # As kto_operator/__main__: the `kubernetes` client stays out of the operator's process.
@@ -38,23 +37,14 @@ def _die(point: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _after(method: Callable[..., Any], point: str, when: Callable[..., bool] = lambda *a, **k: True) -> Any:
-    """`method` (a coroutine function: awaited), then death when `when(*args, **kwargs)` holds for that call.
-    Only after the call returned: an exception (a 409, MLflow down) is no crash point."""
-    if inspect.iscoroutinefunction(method):
-
-        @functools.wraps(method)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = await method(*args, **kwargs)
-            if when(*args, **kwargs):
-                _die(point)
-            return result
-
-        return async_wrapper
+def _after(method: Callable[..., Awaitable[Any]], point: str,
+           when: Callable[..., bool] = lambda *a, **k: True) -> Callable[..., Awaitable[Any]]:
+    """`method` (a coroutine function: every call wrapped here is one), then death when `when(*args, **kwargs)`
+    holds for that call. Only after the call returned: an exception (a 409, MLflow down) is no crash point."""
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = await method(*args, **kwargs)
         if when(*args, **kwargs):
             _die(point)
         return result
@@ -79,13 +69,13 @@ def _creates_job(_self: Any, kind: Any, _manifest: Mapping[str, Any], _owner_uid
 
 def arm(point: str) -> None:
     if point == "run-created":
-        AsyncTracker.ensure_run = _after(AsyncTracker.ensure_run, point)  # type: ignore[method-assign]
+        AsyncTracker.ensure_run = _after(AsyncTracker.ensure_run, point)
     elif point == "run-recorded":
-        Api.patch = _after(Api.patch, point, _run_status_has("mlflow"))  # type: ignore[method-assign]
+        Api.patch = _after(Api.patch, point, _run_status_has("mlflow"))
     elif point == "job-created":
-        Api.create_owned = _after(Api.create_owned, point, _creates_job)  # type: ignore[method-assign]
+        Api.create_owned = _after(Api.create_owned, point, _creates_job)
     elif point == "job-recorded":
-        Api.patch = _after(Api.patch, point, _run_status_has("jobName"))  # type: ignore[method-assign]
+        Api.patch = _after(Api.patch, point, _run_status_has("jobName"))
     else:
         raise SystemExit(f"crash point must be one of {', '.join(POINTS)}, got {point!r}")
 
