@@ -4,8 +4,9 @@ import sys
 
 # Keep the `kubernetes` client out of the operator's process even where it is installed (development
 # virtualenvs, a base image that ships it): kopf imports `kubernetes.client` for optional integrations
-# (its model classes as bodies, its login) as soon as it can, ~1,200 modules and ~50 MB of RSS that the
-# operator never uses (it talks to the API with kube_rest; kopf then logs in with our `login` handler).
+# (its model classes as bodies, its login) as soon as it can, a large share of the operator's memory
+# (docs/benchmarks.md) for nothing: the operator talks to the API with lightkube (`api`, which never
+# imports it), and kopf logs in with our `connection.login` handler.
 # Only here, in the operator's own process: importing kto_operator as a library (tests) must not block it.
 sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 

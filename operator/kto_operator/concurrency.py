@@ -1,11 +1,11 @@
-"""Per-TrainingRun serialisation for the handler threads (kopf runs sync handlers in a thread pool, and a
-pod event, a timer tick and a create handler of the same run may arrive together)."""
+"""Per-TrainingRun serialisation of the async handlers (a pod event, a timer tick and a create handler of the
+same run may arrive together, and each awaits the API server and MLflow in between)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 
 class KeyedLocks:
@@ -16,50 +16,46 @@ class KeyedLocks:
     """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}  # key -> (lock, [holders + waiters])
-        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [holders + waiters])
 
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
-            users[0] += 1
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        # One event loop: nothing runs between these lines and the lock's acquisition but other coroutines'
+        # awaits, so the bookkeeping needs no guard of its own.
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
-            with lock:
+            async with lock:
                 yield
         finally:
-            with self._guard:
-                users[0] -= 1
-                if not users[0]:
-                    del self._locks[key]
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
 
     def __len__(self) -> int:
-        with self._guard:
-            return len(self._locks)
+        return len(self._locks)
 
 
 class Coalescer:
     """Collapses bursts of follow requests for one TrainingRun (a pod start alone is 4-5 watch events):
-    while one thread follows a run, further requests only ask it for one more pass."""
+    while one handler follows a run, further requests only ask it for one more pass. One event loop: `enter`
+    and `again` never await, so their bookkeeping needs no guard."""
 
     def __init__(self) -> None:
-        self._guard = threading.Lock()
         self._running: set[str] = set()
         self._pending: dict[str, bool] = {}  # key -> with_progress of the requested extra pass
 
     def enter(self, key: str, with_progress: bool) -> bool:
         """True: the caller runs the passes. False: a running caller will do one more pass."""
-        with self._guard:
-            if key in self._running:
-                self._pending[key] = self._pending.get(key, False) or with_progress
-                return False
-            self._running.add(key)
-            return True
+        if key in self._running:
+            self._pending[key] = self._pending.get(key, False) or with_progress
+            return False
+        self._running.add(key)
+        return True
 
     def again(self, key: str) -> bool | None:
         """with_progress of one more requested pass, or None (and the caller is done)."""
-        with self._guard:
-            if key in self._pending:
-                return self._pending.pop(key)
-            self._running.discard(key)
-            return None
+        if key in self._pending:
+            return self._pending.pop(key)
+        self._running.discard(key)
+        return None

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
-import os
-import signal
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from . import naming, status
+from . import naming, status, times
+from .api import Api
 from .concurrency import Coalescer, KeyedLocks
-from .kube import Kube
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .tracking import Tracker
-
-logger = logging.getLogger(__name__)
+from .tracking import AsyncTracker
 
 # From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
 # storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
 # them as active and wakes the platform.
-PlatformGate = Callable[[str], "str | None"]
+PlatformGate = Callable[[str], Awaitable["str | None"]]
 
 
 @dataclasses.dataclass
@@ -31,52 +25,40 @@ class Context:
     """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""
 
     settings: OperatorSettings
-    kube: Kube
-    tracker: Tracker
+    kube: Api
+    tracker: AsyncTracker
     metrics: Metrics
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)
     platform_gate: PlatformGate | None = None
-    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    clock: Callable[[], datetime.datetime] = times.now
     # Final Job body seen in a watch event, per TrainingRun UID: with ttlSecondsAfterFinished=0 the Job
     # can be gone before it is read, but its final state was in the event. Only final states are kept
-    # (nothing else is ever read back), without managedFields: keeping every Job as it changed held
-    # ~30 kB per pending run (1,000 pending runs: tens of MB of the operator's RSS).
+    # (nothing else is ever read back), without managedFields: the operator's memory must not grow with
+    # the number of pending runs.
+    # Touched by handlers on kopf's event loop only, never awaiting in between: no lock.
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    _jobs_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def remember_job(self, job: Mapping[str, Any]) -> None:
         uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
         if uid and status.job_finished(job):
             meta = {k: v for k, v in job["metadata"].items() if k != "managedFields"}
-            with self._jobs_lock:
-                self.last_jobs[uid] = {**job, "metadata": meta}
+            self.last_jobs[uid] = {**job, "metadata": meta}
 
     def forget_jobs_of(self, namespace: str, name: str) -> None:
         """Drop what is kept for a run that is gone or final: the garbage collector deletes its Job after
         the finalizer ran, and that DELETED event would otherwise stay here for good (one Job per run)."""
-        with self._jobs_lock:
-            for uid, job in list(self.last_jobs.items()):
-                meta = job["metadata"]
-                if meta.get("namespace") == namespace and \
-                        (meta.get("annotations") or {}).get(naming.ANNOTATION_TRAININGRUN) == name:
-                    del self.last_jobs[uid]
+        for uid, job in list(self.last_jobs.items()):
+            meta = job["metadata"]
+            if meta.get("namespace") == namespace and \
+                    (meta.get("annotations") or {}).get(naming.ANNOTATION_TRAININGRUN) == name:
+                del self.last_jobs[uid]
 
     def last_job(self, uid: str, forget: bool = False) -> dict[str, Any] | None:
-        with self._jobs_lock:
-            return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
+        return self.last_jobs.pop(uid, None) if forget else self.last_jobs.get(uid)
 
     @property
     def limits(self) -> status.Limits:
         s = self.settings
         return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
 
-
-CRASH_POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
-
-
-def crash_point(ctx: Context, point: str) -> None:
-    """Restart tests: die here, as abruptly as a SIGKILLed pod, when KTO_CRASH_AT names this point."""
-    if point in ctx.settings.crash_at:
-        logger.warning("KTO_CRASH_AT=%s: killing the operator process", point)
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -4,76 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import dataclasses
 import datetime
-import functools
-import importlib
-import importlib.util
 import logging
 import os
 from typing import Any
 
 import kopf
 
-from . import identity, kube_rest, naming, reconcile
-from .kube import Kube
-from .metrics import Metrics
+from . import api, connection, identity, naming, reconcile
+from .metrics import shared as shared_metrics
+from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
 from .status import RUNNING, TERMINAL_PHASES
-from .tracking import ClientOptions, Tracker
+from .tracking import AsyncTracker, ClientOptions, Tracker
 
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # Progress and resync period of a Running run. Between ticks, Job and pod events drive the updates.
 FOLLOW_INTERVAL = 5.0
 # Resync period of a run whose Job exists but whose trainer is not running yet: its Job and pod events
 # drive it; the resync only catches a missed event and times the image-pull fail-fast. Slower than
-# FOLLOW_INTERVAL because such runs pile up in a burst (1,000 pending runs ticking every 5 s were 600
-# API requests per second, starving the Job creations of the burst itself).
+# FOLLOW_INTERVAL because such runs pile up in a burst, and their requests must not starve the Job
+# creations of the burst itself.
 RESYNC_INTERVAL = 15.0
 # Retry delay of a handler that failed on anything but a kopf.TemporaryError (in practice: the API server
-# unreachable or restarting). kopf's default is 60 s: after a 30 s API-server restart the statuses were
-# right only 74 s later (chaos test); the timers' own intervals are shorter than that default.
+# unreachable or restarting). Well under kopf's default of 60 s, which would leave statuses stale for a
+# minute after the API server is back; and no longer than the timers' own intervals.
 ERROR_BACKOFF = 5.0
-POWER_GATE = "kto_operator.power.gate"
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
 
-@kopf.on.login()
-def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-    """kopf's own logins (service account, else kubeconfig), shared with the operator's API client: the
-    `kubernetes` client, whose login kopf would use otherwise, is kept out of the process (main's entry point).
-    Called again by kopf when the API server answers 401, so a rotated token is picked up."""
-    return kube_rest.login(settings).info
-
-
-def _kube_client(max_workers: int, settings: kopf.OperatorSettings) -> kube_rest.Client:
-    # One connection per handler thread, so that threads never queue for a socket.
-    return kube_rest.Client(kube_rest.login(settings), kube_rest.ClientOptions(pool_size=max_workers + 4))
-
-
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
-    # One pooled connection per thread that calls MLflow: the start threads and kopf's handler threads.
+    # One pooled connection per thread that calls MLflow (AsyncTracker's pool).
     return ClientOptions(read_timeout=ours.mlflow_http_timeout, connect_retries=ours.mlflow_http_retries,
                          pool_size=ours.start_workers + ours.max_workers)
 
 
-def _platform_gate(api: kube_rest.Client) -> reconcile.PlatformGate | None:
-    """The power module's `platform_ready` as a gate (None when that module is not installed)."""
-    if importlib.util.find_spec("kto_operator.power") is None or \
-            importlib.util.find_spec(POWER_GATE) is None:
-        return None
-    module = importlib.import_module(POWER_GATE)
+def _platform_gate(kube: api.Api) -> reconcile.PlatformGate:
+    """The power half's `platform_ready` as a gate: a run starts once its namespace's platform is on."""
 
-    def gate(namespace: str) -> str | None:
-        ready, reason = module.platform_ready(namespace, api)
-        return None if ready else str(reason)
+    async def gate(namespace: str) -> str | None:
+        ready, reason = await platform_ready(namespace, kube)
+        return None if ready else reason
 
     return gate
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
     try:
         ours = OperatorSettings.from_env(os.environ, namespace=memo.get("namespace"))
@@ -99,17 +77,22 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
-    metrics = Metrics()
+    metrics = shared_metrics(memo)
     try:
         metrics.serve(ours.metrics_port)
     except OSError as exc:
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
-    api = _kube_client(ours.max_workers + ours.start_workers, settings)
-    own = identity.own_service_account(api, kube_rest.login(settings).info.token)
+    kube = connection.shared(memo, api.Options(pool_size=ours.max_workers + ours.start_workers + 4))
+    own = await identity.own_service_account(kube, (await api.connection_info()).token)
     ours = dataclasses.replace(ours, own_service_account=own)
-    memo.trainingrun_starters = concurrent.futures.ThreadPoolExecutor(ours.start_workers, "kto-start")
-    memo.trainingruns = reconcile.Context(settings=ours, kube=Kube(api), tracker=Tracker(_mlflow_options(ours)),
-                                          metrics=metrics, platform_gate=_platform_gate(api))
+    # The handlers' concurrency, bounded: starts apart (a burst of pod and Job events never delays Job
+    # creation), follows of other runs, and the MLflow calls of both in a thread pool (the MLflow client blocks).
+    memo.trainingrun_starts = asyncio.Semaphore(ours.start_workers)
+    memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
+    mlflow_threads = concurrent.futures.ThreadPoolExecutor(ours.start_workers + ours.max_workers, "kto-mlflow")
+    memo.trainingruns = reconcile.Context(settings=ours, kube=kube,
+                                          tracker=AsyncTracker(Tracker(_mlflow_options(ours)), mlflow_threads),
+                                          metrics=metrics, platform_gate=_platform_gate(kube))
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
                 "/".join(own) if own else "(none: a user's credentials)")
@@ -132,40 +115,44 @@ def _waiting(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
 
 
+async def _follow(memo: Any, namespace: str | None, name: str, *, with_progress: bool) -> None:
+    async with memo.trainingrun_follows:
+        await reconcile.follow(*_ctx(memo, namespace), name, with_progress=with_progress)
+
+
 @kopf.on.resume(*TR, backoff=ERROR_BACKOFF)
 @kopf.on.create(*TR, backoff=ERROR_BACKOFF)
 async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
     """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating.
 
-    Runs in its own thread pool: a burst of pod and Job events (kopf's pool) never delays Job creation."""
+    Slots of its own: a burst of pod and Job events (the follows) never delays Job creation."""
     ctx, ns = _ctx(memo, namespace)
     reconcile.seen(ctx, body)
-    # copy_context: kopf.event() finds its queue through context variables, as in kopf's own executor.
-    call = functools.partial(reconcile.ensure_started, ctx, ns, name, retry)
-    await asyncio.get_running_loop().run_in_executor(memo.trainingrun_starters, contextvars.copy_context().run, call)
+    async with memo.trainingrun_starts:
+        await reconcile.ensure_started(ctx, ns, name, retry)
 
 
 @kopf.on.update(*TR, field="spec", backoff=ERROR_BACKOFF)
-def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.Body, memo: Any,
-                 **_: Any) -> None:
+async def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.Body, memo: Any,
+                       **_: Any) -> None:
     """`cancel` is the only mutable field (CEL); untyped extra parameters slip past CEL: say so."""
     ignored = sorted({".".join(map(str, d[1])) for d in diff if tuple(d[1])[:1] != ("cancel",)})
     if ignored:
         kopf.warn(body, reason="SpecChangeIgnored",
                   message=f"{', '.join(ignored)} changed after creation: ignored; create a new TrainingRun")
-    reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
+    await _follow(memo, namespace, name, with_progress=False)
 
 
 @kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_running, backoff=ERROR_BACKOFF)
-def tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Progress from MLflow, and a resync in case a Job or pod event was missed."""
-    reconcile.follow(*_ctx(memo, namespace), name, with_progress=True)
+    await _follow(memo, namespace, name, with_progress=True)
 
 
 @kopf.timer(*TR, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, when=_waiting, backoff=ERROR_BACKOFF)
-def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A Pending run with a Job: catch a missed event, fail an image that never pulls."""
-    reconcile.follow(*_ctx(memo, namespace), name, with_progress=False)
+    await _follow(memo, namespace, name, with_progress=False)
 
 
 def _owner_name(meta: kopf.Meta) -> str | None:
@@ -173,23 +160,22 @@ def _owner_name(meta: kopf.Meta) -> str | None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **_: Any) -> None:
     owner = _owner_name(meta)
     if owner:
-        ctx, ns = _ctx(memo, namespace)
-        ctx.remember_job(body)
-        reconcile.follow(ctx, ns, owner, with_progress=False)
+        _ctx(memo, namespace)[0].remember_job(body)
+        await _follow(memo, namespace, owner, with_progress=False)
 
 
 @kopf.on.event("v1", "pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+async def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
     owner = _owner_name(meta)
     if owner:
-        reconcile.follow(*_ctx(memo, namespace), owner, with_progress=False)
+        await _follow(memo, namespace, owner, with_progress=False)
 
 
 @kopf.on.delete(*TR, backoff=ERROR_BACKOFF)
-def delete(namespace: str | None, name: str, retry: int, runtime: datetime.timedelta, memo: Any,
-           **_: Any) -> None:
+async def delete(namespace: str | None, name: str, retry: int, runtime: datetime.timedelta, memo: Any,
+                 **_: Any) -> None:
     """Stop the pods and mark the MLflow run KILLED; bounded in time, never a stuck finalizer."""
-    reconcile.finalize(*_ctx(memo, namespace), name, retry, runtime.total_seconds())
+    await reconcile.finalize(*_ctx(memo, namespace), name, retry, runtime.total_seconds())

@@ -10,7 +10,7 @@ import os
 import pwd
 from collections.abc import MutableMapping
 
-from .kube_rest import ApiError, Client
+from .api import SELF_SUBJECT_REVIEWS, Api, ApiError
 
 # The variables getpass.getuser() reads, in its order, before it asks the passwd database.
 USER_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
@@ -34,7 +34,6 @@ def ensure_user_name(environ: MutableMapping[str, str]) -> str | None:
 
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
-SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 def service_account_of(username: str | None) -> tuple[str, str] | None:
@@ -59,14 +58,14 @@ def token_subject(token: str | None) -> str | None:
     return str(sub) if sub else None
 
 
-def own_service_account(api: Client, token: str | None) -> tuple[str, str] | None:
+async def own_service_account(api: Api, token: str | None) -> tuple[str, str] | None:
     """The ServiceAccount the operator acts as (None when it runs as a user: a kubeconfig's certificate).
 
     The API server says who we are (SelfSubjectReview, GA in Kubernetes 1.28, allowed to everyone); older
     servers answer 404, and then the token's own subject tells."""
     try:
-        review = api.request("POST", SELF_SUBJECT_REVIEWS,
-                             body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        review = await api.create(SELF_SUBJECT_REVIEWS,
+                                  {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
     except ApiError as err:
         if err.status not in (403, 404):
             raise

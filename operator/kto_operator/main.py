@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import random
@@ -15,7 +14,8 @@ import kopf
 
 from .identity import ensure_user_name
 
-POWER_HANDLERS = "kto_operator.power.handlers"
+# The modules whose import registers the handlers with kopf: TrainingRuns, then PowerSchedules.
+HANDLERS = ("kto_operator.handlers", "kto_operator.power.handlers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,21 +45,16 @@ _PRIORITY_EPOCH_MS = 2**42
 
 def peering_priority(started: float, tie_break: int) -> int:
     """A replica started earlier outranks a later one, so a new replica never takes over from a working
-    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999). Milliseconds:
-    with whole seconds, two replicas started within one second were ordered by the tie-break alone."""
+    one; replicas of the same priority would all pause (kopf), hence the tie-break (0..999). Milliseconds,
+    so that two replicas started within the same second are still ordered by their start times."""
     return (_PRIORITY_EPOCH_MS - int(started * 1000)) * 1000 + tie_break
 
 
 def load_handlers() -> list[str]:
-    """Import the handler modules, registering them with kopf. PowerSchedule handlers live in their own
-    subpackage that may be absent: only a missing module is tolerated, never an error inside it."""
-    loaded = ["kto_operator.handlers"]
-    importlib.import_module("kto_operator.handlers")
-    if importlib.util.find_spec("kto_operator.power") is not None and \
-            importlib.util.find_spec(POWER_HANDLERS) is not None:
-        importlib.import_module(POWER_HANDLERS)
-        loaded.append(POWER_HANDLERS)
-    return loaded
+    """Import the handler modules, registering them with kopf."""
+    for module in HANDLERS:
+        importlib.import_module(module)
+    return list(HANDLERS)
 
 
 def main(argv: list[str] | None = None) -> int:

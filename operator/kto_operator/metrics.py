@@ -1,12 +1,13 @@
-"""Prometheus metrics of the TrainingRun operator, served on their own port (`/metrics`)."""
+"""The process's Prometheus metrics, both halves in one registry, served on their own port (`/metrics`)."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .power import metrics as power_metrics
+from .power.metrics import PowerMetrics
 from .status import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, WAITING_FOR_PLATFORM
 
 PHASES = (PENDING, WAITING_FOR_PLATFORM, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -15,7 +16,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120)
 
 
 class Metrics:
-    """The operator's metrics in a private registry (several operators can live in one test process)."""
+    """The operator's metrics in a registry of their own, not prometheus_client's global one (several
+    operators can live in one test process). `power`: the PowerSchedule series, in the same registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -29,9 +31,7 @@ class Metrics:
                                    ["phase", "reason"], registry=self.registry)
         self.mlflow_errors = Counter("kto_mlflow_unavailable", "MLflow calls that found it unreachable",
                                      registry=self.registry)
-        # PowerSchedule's gauges live in the default registry (kto_operator.power.metrics); served here too.
-        for collector in power_metrics.COLLECTORS:
-            self.registry.register(collector)
+        self.power = PowerMetrics(self.registry)
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
@@ -53,3 +53,12 @@ class Metrics:
                 counts[value] = counts.get(value, 0) + 1
             for key, count in counts.items():
                 self.runs.labels(key).set(count)
+
+
+def shared(memo: Any) -> Metrics:
+    """The process's one Metrics, kept in kopf's memo: made by whichever half's startup handler runs first
+    (the power handlers also run alone, under `kopf run`)."""
+    if "metrics" not in memo:
+        memo["metrics"] = Metrics()
+    metrics: Metrics = memo["metrics"]
+    return metrics

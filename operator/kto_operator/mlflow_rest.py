@@ -1,6 +1,5 @@
-"""A small client of MLflow's REST API (`/api/2.0/mlflow/...`) on urllib3, as `kube_rest` is for the Kubernetes
-API. The operator makes a dozen kinds of calls; importing MLflow's own client for them cost ~130 MB of RSS
-and ~1,400 modules, more than kopf and kubernetes together.
+"""A small client of MLflow's REST API (`/api/2.0/mlflow/...`) on urllib3. The operator makes a dozen kinds of
+calls; MLflow's own client would bring in more modules and memory for them than the rest of the operator.
 
 Errors come out as two types the handlers map to phases: MlflowUnavailable (retry later) and TrackingError."""
 

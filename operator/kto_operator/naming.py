@@ -14,6 +14,8 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "TrainingRun"
 PLURAL = "trainingruns"
+POWER_KIND = "PowerSchedule"
+POWER_PLURAL = "powerschedules"
 
 # Labels put on the Job and its pod template. Label values are limited to 63 characters, so the
 # TrainingRun name goes through `label_value()`; the full name is in an annotation.
@@ -25,6 +27,26 @@ LABEL_TRAININGRUN = f"{GROUP}/trainingrun"
 LABEL_TRAININGRUN_UID = f"{GROUP}/trainingrun-uid"
 ANNOTATION_TRAININGRUN = f"{GROUP}/trainingrun-name"
 ANNOTATION_MLFLOW_RUN_ID = f"{GROUP}/mlflow-run-id"
+
+# The recommended name label: the operator's own Deployment (never put to sleep), the Sandbox mode's switch.
+LABEL_NAME = "app.kubernetes.io/name"
+OPERATOR_NAME = "kto-operator"
+POWER_SWITCH_NAME = "kto-power"
+
+# PowerSchedule: one-shot manual events, e.g.
+# `kubectl annotate power NAME kto.dev/wake-requested-at=2026-11-26T08:00:00Z`.
+ANNOTATION_WAKE_REQUESTED_AT = f"{GROUP}/wake-requested-at"
+ANNOTATION_SLEEP_REQUESTED_AT = f"{GROUP}/sleep-requested-at"
+# Written on each workload a PowerSchedule put to sleep: the value before, the value set (a differing value
+# at wake means a person changed it), who slept it and when.
+ANNOTATION_SAVED_REPLICAS = f"{GROUP}/saved-replicas"  # replicas before sleep ("3")
+ANNOTATION_SET_REPLICAS = f"{GROUP}/set-replicas"  # replicas set ("0")
+ANNOTATION_SAVED_SUSPEND = f"{GROUP}/saved-suspend"  # CronJob spec.suspend before sleep ("false")
+ANNOTATION_SET_SUSPEND = f"{GROUP}/set-suspend"  # spec.suspend set ("true")
+ANNOTATION_SLEPT_BY = f"{GROUP}/slept-by"  # the PowerSchedule's name
+ANNOTATION_SLEPT_AT = f"{GROUP}/slept-at"  # RFC 3339 time of the sleep
+# Dailyclean's opt-out label (its users keep their labels): a workload labelled "false" never sleeps.
+LABEL_DAILYCLEAN = "axa.com/dailyclean"
 
 # kopf bookkeeping lives in annotations under our group (the CRD's structural schema would prune
 # unknown status fields such as kopf's default `status.kopf`).

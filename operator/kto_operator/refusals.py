@@ -8,8 +8,8 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import status, workers
-from .kube import Kube
+from . import naming, status, times, workers
+from .api import EVENTS, PODS, Api
 
 QUOTA_EXCEEDED = "QuotaExceeded"
 POD_REFUSED = "PodRefused"
@@ -34,14 +34,27 @@ def refusal(events: Iterable[Mapping[str, Any]]) -> status.Observation | None:
     return status.Observation(status.PENDING, reason, f"the Job cannot create the trainer pod: {message}")
 
 
-def observe(kube: Kube, job: Mapping[str, Any], namespace: str, uid: str, now: datetime.datetime,
-            limits: status.Limits) -> status.Observation:
+async def run_pods(kube: Api, namespace: str, uid: str) -> list[dict[str, Any]]:
+    """The trainer pods of TrainingRun `uid` (by label: pods of an older Job never match)."""
+    return await kube.list(PODS, namespace, labels={naming.LABEL_TRAININGRUN_UID: uid})
+
+
+async def live_pods(kube: Api, tr: Mapping[str, Any]) -> list[str]:
+    """Names of the run's pods whose trainer may still be running (neither Succeeded nor Failed)."""
+    meta = tr["metadata"]
+    return [p["metadata"]["name"] for p in await run_pods(kube, meta["namespace"], meta["uid"])
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+async def observe(kube: Api, job: Mapping[str, Any], namespace: str, uid: str, now: datetime.datetime,
+                  limits: status.Limits) -> status.Observation:
     """workers.observe of the Job and the run's pods; for a Job that has had time to make its pod and has none,
-    what its Events say."""
-    observed = workers.observe(job, kube.list_pods(namespace, uid), now, limits)
+    what its Events say (the server selects the Job's own: involvedObject.uid)."""
+    observed = workers.observe(job, await run_pods(kube, namespace, uid), now, limits)
     if observed.reason != status.NO_POD:
         return observed
-    created = status.parse_time(job["metadata"].get("creationTimestamp"))
+    created = times.parse_time(job["metadata"].get("creationTimestamp"))
     if created is None or (now - created).total_seconds() < CHECK_AFTER_SECONDS:
         return observed
-    return refusal(kube.list_events(namespace, job["metadata"]["uid"])) or observed
+    events = await kube.list(EVENTS, namespace, fields={"involvedObject.uid": job["metadata"]["uid"]})
+    return refusal(events) or observed

@@ -28,8 +28,6 @@ class OperatorSettings:
     metrics_port: int = 8080
     # How long an image-pull error may persist before the run is Failed (Kubeflow #2001: stuck forever).
     fail_fast_seconds: float = 30.0
-    # Seconds between checks of a running run (progress from MLflow, and a resync of Job and pods).
-    follow_interval: float = 5.0
     # First and largest delay between retries while MLflow is unreachable.
     mlflow_retry_delay: float = 5.0
     mlflow_retry_max_delay: float = 60.0
@@ -43,8 +41,8 @@ class OperatorSettings:
     mlflow_http_retries: int = 1
     # Threads running the (synchronous) handlers, and those creating MLflow runs and Jobs (separate, so
     # that following running Jobs never delays new submissions). A start is ~6 sequential round trips
-    # (API server, MLflow) and almost no CPU: in a burst the starters wait, so there are many of them
-    # (py-spy: 8 starters all blocked on sockets at 19 % of a core; 32 starters doubled the runs/s).
+    # (API server, MLflow) and almost no CPU: in a burst the starters wait on sockets, so there are many of
+    # them (docs/benchmarks.md, "Profiles, and what was fixed because of them").
     max_workers: int = 16
     start_workers: int = 32
     # Lines of the trainer's log (termination message) kept in status.message, and its maximum size.
@@ -62,9 +60,6 @@ class OperatorSettings:
     # (namespace, name) of the ServiceAccount the operator acts as, found at start-up (not from the
     # environment): trainer pods never run as it, or a TrainingRun would borrow the operator's rights.
     own_service_account: tuple[str, str] | None = None
-    # Fault injection for restart tests (KTO_CRASH_AT=run-created,job-created): the process SIGKILLs
-    # itself at these points of a creation. Empty in any real deployment.
-    crash_at: frozenset[str] = frozenset()
 
     @property
     def ui_base(self) -> str:
@@ -78,23 +73,21 @@ class OperatorSettings:
             tracking_uri=tracking_uri,
             ui_base_url=env.get("KTO_MLFLOW_UI_URL") or None,
             namespace=namespace if namespace is not None else (env.get("KTO_NAMESPACE") or None),
-            metrics_port=_int(env, "KTO_METRICS_PORT", cls.metrics_port, minimum=0),
-            fail_fast_seconds=_float(env, "KTO_FAIL_FAST_SECONDS", cls.fail_fast_seconds),
-            follow_interval=_float(env, "KTO_FOLLOW_INTERVAL", cls.follow_interval, minimum=0.5),
-            mlflow_retry_delay=_float(env, "KTO_MLFLOW_RETRY_DELAY", cls.mlflow_retry_delay, minimum=0.1),
-            mlflow_retry_max_delay=_float(env, "KTO_MLFLOW_RETRY_MAX_DELAY", cls.mlflow_retry_max_delay, 0.1),
-            delete_timeout=_float(env, "KTO_DELETE_TIMEOUT", cls.delete_timeout),
-            mlflow_http_timeout=_int(env, "KTO_MLFLOW_HTTP_TIMEOUT", cls.mlflow_http_timeout, minimum=1),
-            mlflow_http_retries=_int(env, "KTO_MLFLOW_HTTP_RETRIES", cls.mlflow_http_retries, minimum=0),
-            max_workers=_int(env, "KTO_MAX_WORKERS", cls.max_workers, minimum=1),
-            start_workers=_int(env, "KTO_START_WORKERS", cls.start_workers, minimum=1),
-            log_tail_lines=_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
-            message_max_chars=_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
+            metrics_port=env_int(env, "KTO_METRICS_PORT", cls.metrics_port, minimum=0),
+            fail_fast_seconds=env_float(env, "KTO_FAIL_FAST_SECONDS", cls.fail_fast_seconds),
+            mlflow_retry_delay=env_float(env, "KTO_MLFLOW_RETRY_DELAY", cls.mlflow_retry_delay, minimum=0.1),
+            mlflow_retry_max_delay=env_float(env, "KTO_MLFLOW_RETRY_MAX_DELAY", cls.mlflow_retry_max_delay, 0.1),
+            delete_timeout=env_float(env, "KTO_DELETE_TIMEOUT", cls.delete_timeout),
+            mlflow_http_timeout=env_int(env, "KTO_MLFLOW_HTTP_TIMEOUT", cls.mlflow_http_timeout, minimum=1),
+            mlflow_http_retries=env_int(env, "KTO_MLFLOW_HTTP_RETRIES", cls.mlflow_http_retries, minimum=0),
+            max_workers=env_int(env, "KTO_MAX_WORKERS", cls.max_workers, minimum=1),
+            start_workers=env_int(env, "KTO_START_WORKERS", cls.start_workers, minimum=1),
+            log_tail_lines=env_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
+            message_max_chars=env_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
             default_resources=_resources(env, "KTO_DEFAULT_RESOURCES"),
             default_pod_deadline=_optional_int(env, "KTO_DEFAULT_POD_DEADLINE_SECONDS", minimum=1),
             default_ttl=_optional_int(env, "KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED", minimum=0),
-            crash_at=frozenset(p.strip() for p in env.get("KTO_CRASH_AT", "").split(",") if p.strip()),
         )
         # The operator talks to a tracking server (REST API) only: a file:// store in its own pod would be
         # invisible to the trainer pods anyway.
@@ -109,7 +102,7 @@ class OperatorSettings:
         return min(self.mlflow_retry_max_delay, self.mlflow_retry_delay * (2 ** max(0, attempt)))
 
 
-def _int(env: Mapping[str, str], key: str, default: int, minimum: int | None = None) -> int:
+def env_int(env: Mapping[str, str], key: str, default: int, minimum: int | None = None) -> int:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
@@ -122,7 +115,7 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int | None = N
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.0) -> float:
+def env_float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.0) -> float:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
@@ -139,7 +132,7 @@ def _optional_int(env: Mapping[str, str], key: str, minimum: int) -> int | None:
     """An integer, or None when unset, empty or `none`."""
     if (env.get(key) or "none").strip().lower() == "none":
         return None
-    return _int(env, key, minimum, minimum=minimum)
+    return env_int(env, key, minimum, minimum=minimum)
 
 
 def _resources(env: Mapping[str, str], key: str) -> dict[str, dict[str, str]] | None:

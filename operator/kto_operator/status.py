@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import naming
+from .times import format_time, parse_time
 
 PENDING = "Pending"
 WAITING_FOR_PLATFORM = "WaitingForPlatform"
@@ -60,16 +61,6 @@ class Limits:
     fail_fast_seconds: float = 30.0
     log_tail_lines: int = 20
     message_max_chars: int = 2048
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def format_time(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def log_tail(text: str | None, lines: int, max_chars: int) -> str:

@@ -4,18 +4,22 @@ operator never imports mlflow), with MLflow's errors turned into two types the h
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from . import naming
 from .mlflow_rest import ClientOptions, MlflowUnavailable, RestClient, TrackingError, redact
 
-__all__ = ["ACTIVE_STATUSES", "ClientOptions", "MlflowUnavailable", "RegisterRule", "RunInfo", "Tracker",
-           "TrackingError", "redact"]
+__all__ = ["ACTIVE_STATUSES", "AsyncTracker", "ClientOptions", "MlflowUnavailable", "RegisterRule", "RunInfo",
+           "Tracker", "TrackingError", "redact"]
+T = TypeVar("T")
 
 ACTIVE_STATUSES = frozenset({"RUNNING", "SCHEDULED"})
 _ALREADY_EXISTS = frozenset({"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"})
@@ -170,9 +174,6 @@ class Tracker:
     def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
         self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
 
-    def status(self, uri: str, run_id: str) -> str:
-        return str(self._run(uri, run_id, "read run status")["info"]["status"])
-
     def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
         """Set a final status unless the trainer already did (a final status in `replace` is overwritten);
         True if this call set it."""
@@ -226,6 +227,42 @@ class Tracker:
     def _history(self, uri: str, run_id: str, key: str) -> Iterator[dict[str, Any]]:
         params = {"run_id": run_id, "metric_key": key, "max_results": str(_HISTORY_PAGE)}
         return _pages(self.client(uri), "GET", "metrics/get-history", params, "metrics", "read metric history")
+
+
+class AsyncTracker:
+    """The Tracker for the async handlers: each call in a thread of `executor` (the MLflow client blocks), so
+    that kopf's event loop (its watches, every other run's handlers) never waits for MLflow."""
+
+    def __init__(self, tracker: Tracker, executor: concurrent.futures.Executor | None = None) -> None:
+        self.tracker, self._executor = tracker, executor
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def lookup_run(self, uri: str, experiment: str, uid: str) -> RunInfo | None:
+        return await self._call(self.tracker.lookup_run, uri, experiment, uid)
+
+    async def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str], *,
+                         search: bool = True) -> tuple[RunInfo, bool]:
+        return await self._call(self.tracker.ensure_run, uri, experiment, uid, run_name, tags, search=search)
+
+    async def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
+        await self._call(self.tracker.log_params, uri, run_id, params, fresh=fresh)
+
+    async def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
+        await self._call(self.tracker.set_tag, uri, run_id, key, value)
+
+    async def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
+        return await self._call(self.tracker.terminate, uri, run_id, status, replace)
+
+    async def metrics(self, uri: str, run_id: str) -> dict[str, float]:
+        return await self._call(self.tracker.metrics, uri, run_id)
+
+    async def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
+        return await self._call(self.tracker.epochs_done, uri, run_id, metrics)
+
+    async def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
+        return await self._call(self.tracker.register, uri, run_id, experiment_id, rule)
 
 
 def _pages(client: RestClient, method: str, endpoint: str, query: Mapping[str, Any], field: str,

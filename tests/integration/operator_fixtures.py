@@ -41,7 +41,9 @@ class Operator:
         self.metrics_port = 0
         self.log_path = log_dir / "operator-0.log"
 
-    def start(self, **env: str) -> Operator:
+    def start(self, crash_at: str | None = None, **env: str) -> Operator:
+        """Start the operator; with `crash_at`, one that SIGKILLs itself at that point of a creation (see
+        tests/integration/crashing_operator.py)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.metrics_port, liveness = free_port(), free_port()
@@ -49,9 +51,10 @@ class Operator:
         full_env = {**os.environ, **self.bed.env, "KTO_MLFLOW_TRACKING_URI": self.bed.env["MLFLOW_TRACKING_URI"],
                     "KTO_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
                     **self.extra_env, **env}
+        entry = ["tests.integration.crashing_operator", crash_at] if crash_at else ["kto_operator"]
         with self.log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kto_operator", "--namespace", self.namespace,
+                [sys.executable, "-m", *entry, "--namespace", self.namespace,
                  "--liveness", f"http://127.0.0.1:{liveness}/healthz"],
                 cwd=self.bed.repo, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.proc = proc

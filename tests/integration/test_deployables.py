@@ -245,9 +245,10 @@ def test_operator_deployment(bed: Any, rendered: dict[str, list[dict[str, Any]]]
     (c,) = pod["spec"]["containers"]
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     # PowerSchedule never scales the operator: it recognises this label.
-    from kto_operator.power.workloads import OPERATOR_LABEL, Selection, exclusion
+    from kto_operator.naming import LABEL_NAME, OPERATOR_NAME
+    from kto_operator.power.workloads import Selection, exclusion
 
-    assert pod["metadata"]["labels"][OPERATOR_LABEL[0]] == OPERATOR_LABEL[1]
+    assert pod["metadata"]["labels"][LABEL_NAME] == OPERATOR_NAME
     assert exclusion("Deployment", dep, Selection()) == "the operator itself"
     assert pod["spec"]["serviceAccountName"] == sa["metadata"]["name"]
     assert c["image"] == f"kto-operator:{_version('operator', bed.repo)}"

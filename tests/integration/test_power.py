@@ -3,14 +3,14 @@ controllers, pods run by the node agent, the operator as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kto_operator import kube_rest
-from kto_operator.power import workloads as w
+from kto_operator import api, naming
 from kto_operator.power.gate import platform_ready
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -45,11 +45,19 @@ def power_operator(bed: Any, namespace: str, platform: Platform, tmp_path: Path)
         print(f"---- power operator log ({namespace}) ----\n{op.log()[-20000:]}")
 
 
-def _rest(bed: Any) -> kube_rest.Client:
-    """The operator's own API client, logged in with the bed's kubeconfig."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("KUBECONFIG", str(bed.kubeconfig))
-        return kube_rest.Client(kube_rest.login())
+def _ready(bed: Any, namespace: str) -> tuple[bool, str]:
+    """The gate's answer through the operator's own API client, logged in with the bed's kubeconfig."""
+
+    async def ask() -> tuple[bool, str]:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("KUBECONFIG", str(bed.kubeconfig))
+            kube = api.Api.connect()
+        try:
+            return await platform_ready(namespace, kube)
+        finally:
+            await kube.close()
+
+    return asyncio.run(ask())
 
 
 def _annotations(platform: Platform, kind: str, name: str) -> dict[str, str]:
@@ -91,7 +99,7 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
     p.wait_ready("Deployment", "api", 1)
     p.create_power({"state": "on"})
     p.wait_state("On", reason="Manual")
-    assert platform_ready(p.ns, _rest(p.bed)) == (True, "PowerSchedule power is On")
+    assert _ready(p.bed, p.ns) == (True, "PowerSchedule power is On")
 
     t0 = time.monotonic()
     p.switch("off")
@@ -101,12 +109,12 @@ def test_sleep_and_wake_restore_exactly_with_real_pods(platform: Platform, power
         ("StatefulSet", "db"): 2, ("Deployment", "web"): 3, ("Deployment", "api"): 1, ("CronJob", "nightly"): False}
     assert p.replicas("Deployment", "web") == 0 and p.replicas("StatefulSet", "db") == 0
     assert p.get("CronJob", "nightly").spec.suspend is True
-    assert _annotations(p, "Deployment", "web")[w.SAVED_REPLICAS] == "3"
-    assert _annotations(p, "StatefulSet", "db")[w.SAVED_REPLICAS] == "2"
-    assert w.SAVED_REPLICAS not in _annotations(p, "Deployment", "idle")  # 0 stays 0, nothing saved
+    assert _annotations(p, "Deployment", "web")[naming.ANNOTATION_SAVED_REPLICAS] == "3"
+    assert _annotations(p, "StatefulSet", "db")[naming.ANNOTATION_SAVED_REPLICAS] == "2"
+    assert naming.ANNOTATION_SAVED_REPLICAS not in _annotations(p, "Deployment", "idle")  # 0 stays 0, nothing saved
     # The real controllers remove the pods; the node agent stops the processes.
     wait_for(lambda: sum(p.all_pods(app) for app in ("web", "db", "api")) == 0, 60, "pods gone")
-    ready, why = platform_ready(p.ns, _rest(p.bed))
+    ready, why = _ready(p.bed, p.ns)
     assert not ready and "Off" in why
 
     # Wake: StatefulSets first and Ready, then Deployments.
@@ -184,8 +192,8 @@ def test_operator_restarted_while_asleep_still_restores(platform: Platform, powe
     # with the saved counts on the workloads, which is all the restarted one will have to go on.
     assert not power_operator.alive()
     assert p.replicas("Deployment", "web") == 0 and p.replicas("StatefulSet", "db") == 0
-    assert _annotations(p, "Deployment", "web")[w.SAVED_REPLICAS] == "4"
-    assert _annotations(p, "StatefulSet", "db")[w.SAVED_REPLICAS] == "1"
+    assert _annotations(p, "Deployment", "web")[naming.ANNOTATION_SAVED_REPLICAS] == "4"
+    assert _annotations(p, "StatefulSet", "db")[naming.ANNOTATION_SAVED_REPLICAS] == "1"
     p.switch("on")  # while no operator runs: only the restarted one can act on it
     power_operator.start()
     p.wait_state("On", timeout=90)

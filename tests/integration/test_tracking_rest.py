@@ -90,7 +90,7 @@ def test_terminate_only_an_active_run(tracker: Tracker, mlflow_uri: str, mlflow:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is True
     assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED") is False
-    assert tracker.status(mlflow_uri, run.run_id) == "FAILED"
+    assert mlflow.get_run(run.run_id).info.status == "FAILED"
     info = mlflow.get_run(run.run_id).info
     assert info.status == "FAILED" and info.end_time >= info.start_time
 
@@ -103,11 +103,11 @@ def test_terminate_replaces_only_the_final_statuses_it_is_told(tracker: Tracker,
     mlflow.set_terminated(run.run_id, "KILLED")
     assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is False
     assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})) is True
-    assert tracker.status(mlflow_uri, run.run_id) == "FAILED"
+    assert mlflow.get_run(run.run_id).info.status == "FAILED"
     assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})) is False
     mlflow.set_terminated(run.run_id, "FINISHED")
     assert tracker.terminate(mlflow_uri, run.run_id, "KILLED", frozenset({"KILLED", "FAILED"})) is False
-    assert tracker.status(mlflow_uri, run.run_id) == "FINISHED"
+    assert mlflow.get_run(run.run_id).info.status == "FINISHED"
 
 
 def test_metrics_and_epochs_done(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
@@ -167,5 +167,5 @@ def test_deleted_experiment_is_a_tracking_error(tracker: Tracker, mlflow_uri: st
 
 def test_unknown_run_is_a_tracking_error(tracker: Tracker, mlflow_uri: str) -> None:
     with pytest.raises(TrackingError, match="RESOURCE_DOES_NOT_EXIST") as caught:
-        tracker.status(mlflow_uri, uuid.uuid4().hex)
+        tracker.metrics(mlflow_uri, uuid.uuid4().hex)
     assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"

@@ -271,9 +271,9 @@ def test_mlflow_down_then_up(bed: Any, namespace: str, trainingrun_crd: None, tm
 
 @pytest.mark.parametrize("point", ["run-created", "run-recorded", "job-created", "job-recorded"])
 def test_operator_killed_during_creation(point: str, operator: Operator, runs: Runs, mlflow_uri: str) -> None:
-    """SIGKILL (the operator kills itself at that point, as abruptly as an OOM or a node loss), then a
-    restart: exactly one Job and one MLflow run, and the run completes."""
-    operator.start(KTO_CRASH_AT=point)
+    """SIGKILL (a test-only launcher makes the operator kill itself right after that call, as abruptly as an
+    OOM or a node loss), then a restart: exactly one Job and one MLflow run, and the run completes."""
+    operator.start(crash_at=point)
     runs.submit("crashy", parameters={"epochs": 1, "sleep": 0})
     assert operator.wait_exit(60) == -signal.SIGKILL
     operator.start()

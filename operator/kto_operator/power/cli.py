@@ -17,28 +17,26 @@ Jobs list; the one ConfigMap get/create/patch. Nothing of kto.dev: it runs where
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+import httpx
 import kopf
-import urllib3
 
-from kto_operator import kube_rest
-from kto_operator.kube_rest import MERGE_PATCH, ApiError, Client, Resource
-from kto_operator.power import history, switch, workloads
-from kto_operator.power.kube import Conflict, Kube
-from kto_operator.power.reconcile import SLEEP_ORDER, WAKE_ORDER, patch_planned
+from kto_operator import api, naming, times
+from kto_operator.api import CONFIGMAPS, JOBS, Api, ApiError, Conflict
+from kto_operator.power import switch, workloads
+from kto_operator.power.reconcile import SLEEP_ORDER, WAKE_ORDER, WORKLOADS, patch_planned
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP
 from kto_operator.power.switch import EXIT_DEFERRED, EXIT_ERROR, EXIT_OK, Record
 from kto_operator.power.workloads import CRONJOB, Selection, WakeAction
 
-CONFIGMAPS = Resource("", "v1", "configmaps")
-JOBS = Resource("batch", "v1", "jobs")
 DEFAULT_CONFIGMAP = "kto-power"
 
 
@@ -57,85 +55,82 @@ class Options:
 class Switch:
     """One switch, off or on, in one namespace. Every step is idempotent: killed half-way, run it again."""
 
-    def __init__(self, api: Client, opts: Options, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 sleep: Callable[[float], None] = time.sleep, out: Callable[[str], None] = print) -> None:
-        self.api, self.kube, self.opts = api, Kube(api), opts
+    def __init__(self, kube: Api, opts: Options, *, now: Callable[[], datetime] = times.now,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 out: Callable[[str], None] = print) -> None:
+        self.kube, self.opts = kube, opts
         self.now, self.sleep, self.out = now, sleep, out
         self.stored = False  # the ConfigMap exists
 
     def say(self, text: str) -> None:
-        self.out(f"{history.fmt_time(self.now())} {self.opts.namespace}: {text}")
+        self.out(f"{times.format_time(self.now())} {self.opts.namespace}: {text}")
 
     # The record --------------------------------------------------------------------------------------------
-    def load(self) -> Record:
-        try:
-            cm = self.api.request("GET", CONFIGMAPS.path(self.opts.namespace, self.opts.configmap))
-        except ApiError as err:
-            if err.status != 404:
-                raise
+    async def load(self) -> Record:
+        cm = await self.kube.get(CONFIGMAPS, self.opts.namespace, self.opts.configmap)
+        if cm is None:
             return Record()
         self.stored = True
         return Record.from_data(cm.get("data"))
 
-    def save(self, record: Record) -> Record:
+    async def save(self, record: Record) -> Record:
         ns, name = self.opts.namespace, self.opts.configmap
         if not self.stored:
+            created = switch.configmap(name, record)
             try:
-                self.api.request("POST", CONFIGMAPS.path(ns), body=switch.configmap(name, record))
+                await self.kube.create(CONFIGMAPS, {**created, "metadata": {**created["metadata"], "namespace": ns}})
                 self.stored = True
                 return record
             except ApiError as err:
                 if err.status != 409:  # 409: created meanwhile (another switch): patch it
                     raise
                 self.stored = True
-        self.api.request("PATCH", CONFIGMAPS.path(ns, name), body={"data": record.to_data()},
-                         content_type=MERGE_PATCH)
+        await self.kube.patch(CONFIGMAPS, ns, name, {"data": record.to_data()})
         return record
 
-    def transition(self, record: Record, state: str, reason: str, message: str, **changes: Any) -> Record:
+    async def transition(self, record: Record, state: str, reason: str, message: str, **changes: Any) -> Record:
         self.say(f"{state}: {message}")
-        return self.save(dataclasses.replace(record, state=state, reason=reason, message=message,
-                                             last_transition=history.fmt_time(self.now()) or "", **changes))
+        return await self.save(dataclasses.replace(record, state=state, reason=reason, message=message,
+                                                   last_transition=times.format_time(self.now()), **changes))
 
     # Off ----------------------------------------------------------------------------------------------------
-    def trainers(self) -> list[str]:
-        jobs = self.api.request("GET", JOBS.path(self.opts.namespace))["items"]
-        return switch.active_trainers(jobs)
+    async def trainers(self) -> list[str]:
+        return switch.active_trainers(await self.kube.list(JOBS, self.opts.namespace))
 
-    def wait_for_trainers(self) -> list[str]:
+    async def wait_for_trainers(self) -> list[str]:
         """The trainer Jobs still running after waiting up to --wait-for-training for them to end."""
         deadline = time.monotonic() + self.opts.wait_for_training
-        busy = self.trainers()
+        busy = await self.trainers()
         if busy:
             self.say(f"training Jobs running: {', '.join(busy)}; waiting up to {self.opts.wait_for_training:.0f} s")
         while busy and time.monotonic() < deadline:
-            self.sleep(min(self.opts.poll * 5, max(0.0, deadline - time.monotonic())))
-            busy = self.trainers()
+            await self.sleep(min(self.opts.poll * 5, max(0.0, deadline - time.monotonic())))
+            busy = await self.trainers()
         return busy
 
-    def off(self) -> int:
-        record = self.load()
+    async def off(self) -> int:
+        record = await self.load()
         if not self.opts.force:
-            busy = self.wait_for_trainers()
+            busy = await self.wait_for_trainers()
             if busy:
                 message = (f"sleep deferred: training Jobs running: {', '.join(busy)} (--force sleeps anyway; "
                            "their pods would lose MLflow and MinIO)")
                 self.say(message)
-                self.save(dataclasses.replace(record, reason=switch.SLEEP_DEFERRED, message=message))
+                await self.save(dataclasses.replace(record, reason=switch.SLEEP_DEFERRED, message=message))
                 return EXIT_DEFERRED
-        record = self.transition(record, GOING_TO_SLEEP, switch.SWITCHED, "putting the platform to sleep")
-        now_iso = history.fmt_time(self.now()) or ""
+        record = await self.transition(record, GOING_TO_SLEEP, switch.SWITCHED, "putting the platform to sleep")
+        now_iso = times.format_time(self.now())
         by_kind: dict[str, list[dict[str, Any]]] = {}
         failed: list[str] = []
         for kind in SLEEP_ORDER:
-            objs = self.kube.list_workloads(kind, self.opts.namespace)
+            objs = await self.kube.list(WORKLOADS[kind], self.opts.namespace)
 
             def plan(o: Mapping[str, Any], kind: str = kind) -> dict[str, Any] | None:
                 return workloads.sleep_patch(kind, o, self.opts.configmap, now_iso)
 
             after = {}
             for obj in workloads.managed(kind, objs, self.opts.selection):
-                result = patch_planned(self.kube, kind, self.opts.namespace, obj, plan, lambda p: p)
+                result = await patch_planned(self.kube, kind, self.opts.namespace, obj, plan, lambda p: p)
                 if result is None:
                     continue
                 planned, outcome = result
@@ -143,23 +138,23 @@ class Switch:
                     failed.append(str(outcome))
                 elif outcome is not None:
                     after[outcome["metadata"]["name"]] = outcome
-                    saved = planned["metadata"]["annotations"].get(workloads.SAVED_REPLICAS)
+                    saved = planned["metadata"]["annotations"].get(naming.ANNOTATION_SAVED_REPLICAS)
                     self.say(f"{switch.key(kind, obj)}: {'suspended' if kind == CRONJOB else f'{saved} -> 0'}")
             by_kind[kind] = [after.get(o["metadata"]["name"], o) for o in workloads.managed(kind, objs,
                                                                                            self.opts.selection)]
         if failed:
             self.say(f"not all asleep, run it again: {'; '.join(failed)}")
-            self.save(dataclasses.replace(record, reason=switch.FAILED, message="; ".join(failed)))
+            await self.save(dataclasses.replace(record, reason=switch.FAILED, message="; ".join(failed)))
             return EXIT_ERROR
         slept = workloads.status_workloads(by_kind)
-        self.transition(record, OFF, switch.SWITCHED, f"asleep: {len(slept)} workload(s) put to sleep",
+        await self.transition(record, OFF, switch.SWITCHED, f"asleep: {len(slept)} workload(s) put to sleep",
                         workloads=tuple(slept), awake=switch.awake_counts(by_kind, record.awake))
         return EXIT_OK
 
     # On -----------------------------------------------------------------------------------------------------
-    def on(self) -> int:
-        record = self.load()
-        record = self.transition(record, WAKING_UP, switch.SWITCHED, "waking the platform up")
+    async def on(self) -> int:
+        record = await self.load()
+        record = await self.transition(record, WAKING_UP, switch.SWITCHED, "waking the platform up")
         ns, sel = self.opts.namespace, self.opts.selection
         waiting_for = {(w.get("kind"), w.get("name")) for w in record.workloads}
         deadline = time.monotonic() + self.opts.ready_timeout
@@ -167,7 +162,7 @@ class Switch:
         failed: list[str] = []
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for kind in WAKE_ORDER:
-            objs = self.kube.list_workloads(kind, ns)
+            objs = await self.kube.list(WORKLOADS[kind], ns)
             managed = {o["metadata"]["name"] for o in workloads.managed(kind, objs, sel)}
 
             def plan(o: Mapping[str, Any], kind: str = kind, managed: set[str] = managed) -> WakeAction | None:
@@ -176,7 +171,7 @@ class Switch:
 
             restored = [n for k, n in waiting_for if k == kind]
             for obj in objs:
-                result = patch_planned(self.kube, kind, ns, obj, plan, lambda a: a.patch)
+                result = await patch_planned(self.kube, kind, ns, obj, plan, lambda a: a.patch)
                 if result is None:
                     continue
                 action, outcome = result
@@ -185,7 +180,7 @@ class Switch:
                 elif outcome is not None:
                     self.say(action.detail)
                     restored.append(obj["metadata"]["name"])
-            objs = self.wait_ready(kind, restored, deadline, late)
+            objs = await self.wait_ready(kind, restored, deadline, late)
             by_kind[kind] = list(workloads.managed(kind, objs, sel))
         left_down = [f"{kind}/{name}" for kind, objs in by_kind.items()
                      for name, _ in switch.idled(kind, objs, record.awake)]
@@ -198,14 +193,15 @@ class Switch:
         if failed:
             notes.append(f"kept changing, run it again: {'; '.join(failed)}")
         reason = switch.FAILED if failed else switch.WAKE_TIMEOUT if late else switch.SWITCHED
-        self.transition(record, ON, reason, "; ".join(["awake", *notes]), workloads=(),
+        await self.transition(record, ON, reason, "; ".join(["awake", *notes]), workloads=(),
                         awake=switch.awake_counts(by_kind, record.awake))
         return EXIT_ERROR if failed else EXIT_OK
 
-    def wait_ready(self, kind: str, names: Sequence[str], deadline: float, late: list[str]) -> list[dict[str, Any]]:
+    async def wait_ready(self, kind: str, names: Sequence[str], deadline: float,
+                         late: list[str]) -> list[dict[str, Any]]:
         """Poll until the restored workloads of `kind` are Ready or the deadline passes; the last listing."""
         while True:
-            objs = self.kube.list_workloads(kind, self.opts.namespace)
+            objs = await self.kube.list(WORKLOADS[kind], self.opts.namespace)
             pending = switch.not_ready(kind, objs, names)
             if not pending:
                 return objs
@@ -213,7 +209,7 @@ class Switch:
                 late.extend(f"{kind}/{n}" for n in pending)
                 self.say(f"{kind}s not Ready in time, going on: {', '.join(pending)}")
                 return objs
-            self.sleep(min(self.opts.poll, max(0.0, deadline - time.monotonic())))
+            await self.sleep(min(self.opts.poll, max(0.0, deadline - time.monotonic())))
 
 
 # Command line -------------------------------------------------------------------------------------------------
@@ -248,22 +244,30 @@ def options(args: argparse.Namespace, namespace: str, env: Mapping[str, str]) ->
         poll=args.poll, force=args.force, revive=args.revive)
 
 
+async def switch_once(args: argparse.Namespace) -> int:
+    config = api.load_config()
+    # The kubeconfig context's own namespace only: lightkube's "default" for none is no choice of the user's.
+    namespace = args.namespace or os.environ.get("POD_NAMESPACE") or config.context.namespace
+    if not namespace:
+        print("kto-power: error: no namespace (--namespace, $POD_NAMESPACE or the kubeconfig's)", file=sys.stderr)
+        return 2
+    opts = options(args, namespace, os.environ)
+    kube = Api.connect(config=config)
+    try:
+        sw = Switch(kube, opts, out=lambda line: print(line, flush=True))
+        return await (sw.off() if args.state == "off" else sw.on())
+    finally:
+        await kube.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        login = kube_rest.login()
-        namespace = args.namespace or os.environ.get("POD_NAMESPACE") or login.info.default_namespace
-        if not namespace:
-            print("kto-power: error: no namespace (--namespace, $POD_NAMESPACE or the kubeconfig's)", file=sys.stderr)
-            return 2
-        opts = options(args, namespace, os.environ)
-        api = Client(login)
-        sw = Switch(api, opts, out=lambda line: print(line, flush=True))
-        return sw.off() if args.state == "off" else sw.on()
+        return asyncio.run(switch_once(args))
     except switch.SelectorError as err:
         print(f"kto-power: error: {err}", file=sys.stderr)
         return 2
-    except (ApiError, urllib3.exceptions.HTTPError, kopf.LoginError) as err:
+    except (ApiError, httpx.HTTPError, kopf.LoginError) as err:
         # One line, the API's own words (403: the Role lacks a right; 404: no such namespace).
         print(f"kto-power: error: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,6 +1,6 @@
 """The TrainingRun side of platform power: may a run start now?
 
-The TrainingRun handler calls `platform_ready(namespace, api)` before it creates the MLflow run and the
+The TrainingRun handler awaits `platform_ready(namespace, kube)` before it creates the MLflow run and the
 Job. While it answers False the run stays in phase WaitingForPlatform (reason = the answer's text) and
 the handler retries later. Nothing else is needed to wake the platform: the power daemon watches
 TrainingRuns and counts a run without a final phase (WaitingForPlatform included) as active, so it
@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kto_operator.kube_rest import Client
-from kto_operator.power.kube import Kube
+from kto_operator.api import POWERS, Api
 from kto_operator.power.reconcile import governing
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP
 
@@ -45,6 +44,6 @@ def readiness(powers: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
     return False, f"PowerSchedule {name} has not been reconciled yet"
 
 
-def platform_ready(namespace: str, api: Client) -> tuple[bool, str]:
+async def platform_ready(namespace: str, kube: Api) -> tuple[bool, str]:
     """(ready, reason): True when the namespace has no PowerSchedule or its platform is On."""
-    return readiness(Kube(api).list_powers(namespace))
+    return readiness(await kube.list(POWERS, namespace))

@@ -15,99 +15,87 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
-import urllib3
 
-from kto_operator import kube_rest
-from kto_operator.power import history, metrics
-from kto_operator.power.kube import GROUP, PLURAL, RUNS_PLURAL, VERSION, Kube
-from kto_operator.power.reconcile import Pass, PowerSettings, release_all
+from kto_operator import api, connection, naming
+from kto_operator.metrics import shared as shared_metrics
+from kto_operator.power import history
+from kto_operator.power.context import PowerContext
+from kto_operator.power.reconcile import Pass, release_all
+from kto_operator.power.settings import PowerSettings
+from kto_operator.settings import SettingsError
 
-Key = tuple[str, str]
-_nudges: dict[Key, asyncio.Event] = {}
-_seen_powers: dict[Key, tuple[Any, ...]] = {}
-_seen_runs: dict[str, bool] = {}  # run uid -> active
-# One lock per PowerSchedule: a pass and the release on delete never overlap. kopf signals the daemon to
-# stop while it calls the delete handler, so a pass that read the schedule just before the deletion could
-# otherwise put back to sleep what the release had just woken.
-_pass_locks: dict[Key, threading.Lock] = {}
+POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
+TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # A failed delete handler is retried after this (kopf's default, 60 s, leaves the platform asleep that long).
 DELETE_BACKOFF = 5.0
 
 
-def new_api_client(pool: int, settings: kopf.OperatorSettings | None = None) -> kube_rest.Client:
-    """A client of its own (in-cluster service account, else kubeconfig) with a pool for parallel patches."""
-    return kube_rest.Client(kube_rest.login(settings), kube_rest.ClientOptions(pool_size=max(pool, 4)))
-
-
 @kopf.on.startup()
-def power_startup(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    power = PowerSettings.from_env(os.environ)
-    memo.power_settings = power
-    memo.power_api = new_api_client(power.parallelism * 2, settings)
+async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    try:
+        power = PowerSettings.from_env(os.environ)
+    except SettingsError as exc:
+        raise kopf.PermanentError(f"bad setting: {exc}") from exc  # exits instead of retrying forever
+    # The process's one client; made here when this module runs alone, its pool sized for the parallel patches.
+    kube = connection.shared(memo, api.Options(pool_size=max(power.parallelism * 2, 4)))
+    memo.power = PowerContext(settings=power, kube=kube, metrics=shared_metrics(memo).power)
     logger.info("power: %s", power)
 
 
-def _nudge_namespace(namespace: str | None) -> None:
-    for (ns, _name), ev in _nudges.items():
-        if ns == namespace:
-            ev.set()
+def _ctx(memo: Any) -> PowerContext:
+    ctx: PowerContext = memo.power
+    return ctx
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def power_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-    key = (namespace or "", name)
+@kopf.on.event(*POWER)
+async def power_event(type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    ctx, key = _ctx(memo), (namespace or "", name)
     if type == "DELETED":
-        _seen_powers.pop(key, None)
+        ctx.seen_powers.pop(key, None)
         return
     ann = body.metadata.annotations
-    sig = (body.metadata.get("generation"), ann.get(history.WAKE_REQUESTED_AT), ann.get(history.SLEEP_REQUESTED_AT))
-    if _seen_powers.get(key) != sig:  # our own status writes change nothing here: no self-nudging
-        _seen_powers[key] = sig
-        if key in _nudges:
-            _nudges[key].set()
+    sig = (body.metadata.get("generation"), ann.get(naming.ANNOTATION_WAKE_REQUESTED_AT),
+           ann.get(naming.ANNOTATION_SLEEP_REQUESTED_AT))
+    if ctx.seen_powers.get(key) != sig:  # our own status writes change nothing here: no self-nudging
+        ctx.seen_powers[key] = sig
+        if key in ctx.nudges:
+            ctx.nudges[key].set()
         else:  # a second PowerSchedule changes which one governs
-            _nudge_namespace(namespace)
+            ctx.nudge_namespace(namespace)
 
 
-@kopf.on.event(GROUP, VERSION, RUNS_PLURAL)
-async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    uid = body.metadata.uid
+@kopf.on.event(*TR)
+async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    ctx, uid = _ctx(memo), body.metadata.uid
     active = type != "DELETED" and history.is_active(body)
     if type == "DELETED":
-        _seen_runs.pop(uid, None)
-    elif _seen_runs.get(uid) == active:
+        ctx.seen_runs.pop(uid, None)
+    elif ctx.seen_runs.get(uid) == active:
         return  # progress updates of a run: nothing for power
     else:
-        _seen_runs[uid] = active
-    _nudge_namespace(namespace)
+        ctx.seen_runs[uid] = active
+    ctx.nudge_namespace(namespace)
 
 
-def _now() -> datetime:
-    # Whole seconds: status times are RFC 3339 seconds, and the rule must see what status records.
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, id="power", cancellation_timeout=10.0)
+@kopf.daemon(*POWER, id="power", cancellation_timeout=10.0)
 async def power_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
     logger: kopf.Logger, **_: Any,
 ) -> None:
     assert namespace, "PowerSchedule is namespaced"
-    settings: PowerSettings = memo.power_settings
-    kube = Kube(memo.power_api)
+    ctx = _ctx(memo)
     key = (namespace, name)
-    nudge = _nudges.setdefault(key, asyncio.Event())
-    lock = _pass_locks.setdefault(key, threading.Lock())
+    nudge = ctx.nudges.setdefault(key, asyncio.Event())
+    lock = ctx.pass_lock(key)
 
-    def one_pass() -> float:
-        with lock:
-            return Pass(kube, settings, namespace, name, _now(), emit).run()
+    async def one_pass() -> float:
+        async with lock:
+            return await Pass(ctx.kube, ctx.settings, namespace, name, ctx.clock(), emit, ctx.metrics).run()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
@@ -117,8 +105,8 @@ async def power_daemon(
             nudge.clear()
             started = time.monotonic()
             try:
-                wait = await asyncio.to_thread(one_pass)
-            except (kube_rest.ApiError, urllib3.exceptions.HTTPError) as err:
+                wait = await one_pass()
+            except (api.ApiError, httpx.HTTPError) as err:
                 # The API server hiccupped or an object changed under us: try again shortly.
                 logger.warning("power pass failed: %s", err)  # ApiError: one line, no headers
                 wait = 2.0
@@ -128,16 +116,17 @@ async def power_daemon(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(nudge.wait(), timeout=min(left, 1.0))
     finally:
-        _nudges.pop(key, None)
+        ctx.nudges.pop(key, None)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, backoff=DELETE_BACKOFF)
-def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+@kopf.on.delete(*POWER, backoff=DELETE_BACKOFF)
+async def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
     assert namespace, "PowerSchedule is namespaced"
-    with _pass_locks.setdefault((namespace, name), threading.Lock()):
-        released = release_all(Kube(memo.power_api), namespace, name, memo.power_settings)
-    _pass_locks.pop((namespace, name), None)
+    ctx = _ctx(memo)
+    async with ctx.pass_lock((namespace, name)):
+        released = await release_all(ctx.kube, namespace, name, ctx.settings)
+    ctx.pass_locks.pop((namespace, name), None)
     for line in released:
         logger.info("released %s", line)
-    metrics.forget(namespace, name)
+    ctx.metrics.forget(namespace, name)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from kto_operator import naming
 from kto_operator.power.schedule import (
     MANUAL,
     OFF,
@@ -21,34 +22,15 @@ from kto_operator.power.schedule import (
     History,
     SwitchEvent,
 )
-
-# One-shot manual events: `kubectl annotate power NAME kto.dev/wake-requested-at=2026-11-26T08:00:00Z`.
-WAKE_REQUESTED_AT = "kto.dev/wake-requested-at"
-SLEEP_REQUESTED_AT = "kto.dev/sleep-requested-at"
-
-FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """RFC 3339 -> aware datetime (naive means UTC); None for None or garbage."""
-    if not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def fmt_time(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from kto_operator.status import TERMINAL_PHASES
+from kto_operator.times import format_time, parse_time
 
 
 def is_active(run: Mapping[str, Any]) -> bool:
     """An active run: not in a final phase and not being deleted (a new run has no phase yet: active)."""
     if (run.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    return (run.get("status") or {}).get("phase") not in FINAL_PHASES
+    return (run.get("status") or {}).get("phase") not in TERMINAL_PHASES
 
 
 def active_runs(runs: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -98,9 +80,10 @@ def manual_state(
         else:
             at = now  # changed since the last pass
         assert at is not None
-        status_manual = {"state": state, "at": fmt_time(at) or ""}
+        status_manual = {"state": state, "at": format_time(at) or ""}
         events.append(SwitchEvent(ON if state == "on" else OFF, at, MANUAL))
-    for key, st, source in ((WAKE_REQUESTED_AT, ON, WAKE_REQUESTED), (SLEEP_REQUESTED_AT, OFF, SLEEP_REQUESTED)):
+    for key, st, source in ((naming.ANNOTATION_WAKE_REQUESTED_AT, ON, WAKE_REQUESTED),
+                            (naming.ANNOTATION_SLEEP_REQUESTED_AT, OFF, SLEEP_REQUESTED)):
         if key in annotations:
             t = parse_time(annotations[key])
             if t is None:

@@ -12,17 +12,19 @@ before it is seen by the next pass, which then defers the sleep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from kto_operator.power import history, metrics, schedule, workloads
-from kto_operator.power.kube import Conflict, Emit, Kube
+from kto_operator import api, naming, times
+from kto_operator.api import Api, Conflict
+from kto_operator.power import history, schedule, workloads
+from kto_operator.power.metrics import PowerMetrics
 from kto_operator.power.schedule import GOING_TO_SLEEP, OFF, ON, WAKING_UP, Decision, SpecError
+from kto_operator.power.settings import PowerSettings
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, KINDS, STATEFULSET
 
 log = logging.getLogger(__name__)
@@ -34,25 +36,9 @@ INVALID_SCHEDULE = "InvalidSchedule"
 INVALID_SPEC = "InvalidSpec"
 SLEEP_ORDER = (DEPLOYMENT, CRONJOB, STATEFULSET)  # apps first, databases last
 WAKE_ORDER = (STATEFULSET, DEPLOYMENT, CRONJOB)  # databases first, each group Ready before the next
+WORKLOADS = {DEPLOYMENT: api.DEPLOYMENTS, STATEFULSET: api.STATEFULSETS, CRONJOB: api.CRONJOBS}
 
-
-@dataclass(frozen=True)
-class PowerSettings:
-    operator_deployment: str | None = None  # a Deployment name never to scale (besides the label)
-    ready_timeout: float = 600.0  # a wake group not Ready after this goes on anyway (Warning Event)
-    poll: float = 1.0  # seconds between passes while a transition is in progress
-    max_wait: float = 60.0  # longest wait between passes when nothing is scheduled sooner
-    parallelism: int = 16  # concurrent workload patches
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> PowerSettings:
-        return cls(
-            operator_deployment=env.get("KTO_OPERATOR_DEPLOYMENT") or None,
-            ready_timeout=float(env.get("KTO_POWER_READY_TIMEOUT", cls.ready_timeout)),
-            poll=float(env.get("KTO_POWER_POLL", cls.poll)),
-            max_wait=float(env.get("KTO_POWER_MAX_WAIT", cls.max_wait)),
-            parallelism=int(env.get("KTO_POWER_PARALLELISM", cls.parallelism)),
-        )
+Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
 
 
 def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
@@ -67,18 +53,18 @@ def governing(powers: Sequence[Mapping[str, Any]]) -> str | None:
 class Pass:
     """One pass over one PowerSchedule (state kept only for the duration of the pass)."""
 
-    def __init__(self, kube: Kube, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit):
+    def __init__(self, kube: Api, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit,
+                 metrics: PowerMetrics):
         self.kube, self.settings, self.ns, self.name, self.now, self.emit = kube, settings, ns, name, now, emit
+        self.metrics = metrics
         self.status: dict[str, Any] = {}
         self.new: dict[str, Any] = {}
         self.warn_reason: str | None = None  # a Warning Event goes with a new message of this reason
 
     # ---------------------------------------------------------------------------------------------
-    def run(self) -> float:
+    async def run(self) -> float:
         # One round trip: the namespace's PowerSchedules (this one included, read fresh) and its runs.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            powers_f, runs_f = pool.submit(self.kube.list_powers, self.ns), pool.submit(self.kube.list_runs, self.ns)
-            powers, runs = powers_f.result(), runs_f.result()
+        powers, runs = await asyncio.gather(self.kube.list(api.POWERS, self.ns), self.kube.list(api.RUNS, self.ns))
         power = next((p for p in powers if p["metadata"]["name"] == self.name), None)
         if power is None or power["metadata"].get("deletionTimestamp"):
             return self.settings.max_wait
@@ -87,14 +73,14 @@ class Pass:
             self.write(state=None, reason=DUPLICATE,
                        message="another PowerSchedule in this namespace is older and governs it")
             self.warn_reason = DUPLICATE
-            self.flush()
+            await self.flush()
             return self.settings.max_wait
         try:
             spec = schedule.PowerSpec.from_dict(power.get("spec") or {})
         except SpecError as err:
             self.write(reason=INVALID_SPEC, message=str(err))
             self.warn_reason = INVALID_SPEC
-            self.flush()
+            await self.flush()
             return self.settings.max_wait
         hist, manual, activity = history.build_history(power, runs, self.now)
         decision = schedule.decide(spec, hist, self.now)
@@ -103,34 +89,34 @@ class Pass:
         self.write(
             reason=INVALID_SCHEDULE if problems else decision.reason,
             message="; ".join((*problems, decision.message)),
-            nextOn=history.fmt_time(decision.next_on),
-            nextOff=history.fmt_time(decision.next_off),
+            nextOn=times.format_time(decision.next_on),
+            nextOff=times.format_time(decision.next_off),
             deferredBy=list(decision.deferred_by),
             activeRuns=list(hist.active_runs),
-            lastRunActivity=history.fmt_time(activity),
+            lastRunActivity=times.format_time(activity),
             manual=manual.status_manual,
             observedGeneration=power["metadata"].get("generation"),
         )
         if decision.deferred_by and not self.status.get("deferredBy") and decision.reason == schedule.SLEEP_DEFERRED:
             self.emit("Normal", schedule.SLEEP_DEFERRED, decision.message)
-        wait = self.step(spec, decision, power)
-        self.flush()
-        metrics.observe(self.ns, self.name, self.merged())
+        wait = await self.step(spec, decision, power)
+        await self.flush()
+        self.metrics.observe(self.ns, self.name, self.merged())
         return wait
 
-    def step(self, spec: schedule.PowerSpec, d: Decision, power: Mapping[str, Any]) -> float:
+    async def step(self, spec: schedule.PowerSpec, d: Decision, power: Mapping[str, Any]) -> float:
         current = self.status.get("state")
         if d.desired == OFF:
             if current == OFF:
                 return self.idle_wait(d)
             if current != GOING_TO_SLEEP:
                 self.transition(GOING_TO_SLEEP, d.message)
-                self.flush()  # announced (persisted) before the last look for runs
-                if history.active_runs(self.kube.list_runs(self.ns)):
+                await self.flush()  # announced (persisted) before the last look for runs
+                if history.active_runs(await self.kube.list(api.RUNS, self.ns)):
                     return 0.0  # a run came in: the next pass defers the sleep
             sel = workloads.Selection.from_spec(power.get("spec") or {}, self.settings.operator_deployment)
             started = time.monotonic()
-            if not self.sleep_all(sel):
+            if not await self.sleep_all(sel):
                 return self.settings.poll
             log.info("%s/%s: %d workloads asleep, sweep %.2f s", self.ns, self.name,
                      len(self.new.get("workloads") or ()), time.monotonic() - started)
@@ -140,49 +126,48 @@ class Pass:
             return self.idle_wait(d)
         if current != WAKING_UP:
             self.transition(WAKING_UP, d.message)
-            self.write(wakeStartedAt=history.fmt_time(self.now))
-            self.flush()
-        if not self.wake_step():
+            self.write(wakeStartedAt=times.format_time(self.now))
+            await self.flush()
+        if not await self.wake_step():
             return self.settings.poll
         self.transition(ON, d.message, "Awake")
         self.write(workloads=[], wakeStartedAt=None)
         return self.idle_wait(d)
 
     # ---------------------------------------------------------------------------------------------
-    def sleep_all(self, sel: workloads.Selection) -> bool:
+    async def sleep_all(self, sel: workloads.Selection) -> bool:
         """Scale/suspend every managed workload; False when one kept changing under us (retry next pass)."""
-        now_iso = history.fmt_time(self.now) or ""
+        now_iso = times.format_time(self.now)
         by_kind: dict[str, list[dict[str, Any]]] = {}
         ok = True
-        with ThreadPoolExecutor(max_workers=len(SLEEP_ORDER)) as pool:
-            listed = dict(zip(SLEEP_ORDER, pool.map(lambda k: self.kube.list_workloads(k, self.ns), SLEEP_ORDER),
-                              strict=True))
+        listed = dict(zip(SLEEP_ORDER, await asyncio.gather(*(self.kube.list(WORKLOADS[k], self.ns)
+                                                              for k in SLEEP_ORDER)), strict=True))
         for kind in SLEEP_ORDER:
             objs = listed[kind]
 
             def plan(o: Mapping[str, Any], kind: str = kind) -> dict[str, Any] | None:
                 return workloads.sleep_patch(kind, o, self.name, now_iso)
 
-            results = self.apply(kind, workloads.managed(kind, objs, sel), plan, lambda p: p)
+            results = await self.apply(kind, workloads.managed(kind, objs, sel), plan, lambda p: p)
             patched = {r["metadata"]["name"]: r for _, r in results if isinstance(r, dict)}
             ok = ok and not any(isinstance(r, Conflict) for _, r in results)
             by_kind[kind] = [patched.get(o["metadata"]["name"], o) for o in objs]
         self.write(workloads=workloads.status_workloads(by_kind))
         return ok
 
-    def wake_step(self) -> bool:
+    async def wake_step(self) -> bool:
         """Restore one group at a time (StatefulSets, Deployments, CronJobs); True once all are Ready."""
         waiting_for = {(w["kind"], w["name"]) for w in self.status.get("workloads") or []}
-        started = history.parse_time(self.status.get("wakeStartedAt")) or self.now
+        started = times.parse_time(self.status.get("wakeStartedAt")) or self.now
         timed_out = self.now - started > timedelta(seconds=self.settings.ready_timeout)
         for kind in WAKE_ORDER:
-            objs = self.kube.list_workloads(kind, self.ns)
+            objs = await self.kube.list(WORKLOADS[kind], self.ns)
 
             def plan(o: Mapping[str, Any], kind: str = kind) -> workloads.WakeAction | None:
                 return workloads.wake_action(kind, o)
 
             started = time.monotonic()
-            results = self.apply(kind, objs, plan, lambda a: a.patch)
+            results = await self.apply(kind, objs, plan, lambda a: a.patch)
             if results:
                 log.info("%s/%s: %d %ss restored in %.2f s", self.ns, self.name, len(results), kind,
                          time.monotonic() - started)
@@ -203,29 +188,27 @@ class Pass:
         self.write(wakeTimedOut=None)
         return True
 
-    def apply(
+    async def apply(
         self, kind: str, objs: Sequence[Mapping[str, Any]], plan: Callable[[Mapping[str, Any]], P | None],
         patch_of: Callable[[P], dict[str, Any]],
     ) -> list[tuple[P, dict[str, Any] | Conflict | None]]:
         """Patch each object that `plan` wants changed, concurrently. A 409 (any write, status included,
         since the read) re-reads that object and plans again: the patch never saves a stale value."""
 
-        def one(obj: Mapping[str, Any]) -> tuple[P, dict[str, Any] | Conflict | None] | None:
-            return patch_planned(self.kube, kind, self.ns, obj, plan, patch_of)
+        slots = asyncio.Semaphore(self.settings.parallelism)
 
-        todo = [o for o in objs if plan(o) is not None]
-        if len(todo) <= 1:
-            done = [one(o) for o in todo]
-        else:
-            with ThreadPoolExecutor(max_workers=self.settings.parallelism) as pool:
-                done = list(pool.map(one, todo))
+        async def one(obj: Mapping[str, Any]) -> tuple[P, dict[str, Any] | Conflict | None] | None:
+            async with slots:
+                return await patch_planned(self.kube, kind, self.ns, obj, plan, patch_of)
+
+        done = await asyncio.gather(*(one(o) for o in objs if plan(o) is not None))
         return [d for d in done if d is not None]
 
     # ---------------------------------------------------------------------------------------------
     def transition(self, state: str, message: str, event_reason: str | None = None) -> None:
-        self.write(state=state, lastTransition=history.fmt_time(self.now))
+        self.write(state=state, lastTransition=times.format_time(self.now))
         self.emit("Normal", event_reason or state, f"{state}: {message}")
-        metrics.transition(self.ns, self.name, state)
+        self.metrics.transition(self.ns, self.name, state)
 
     def idle_wait(self, d: Decision) -> float:
         if d.recheck_at is None:
@@ -238,7 +221,7 @@ class Pass:
     def merged(self) -> dict[str, Any]:
         return {**self.status, **{k: v for k, v in self.new.items() if v is not None}}
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Patch status with what changed (nothing when nothing did: no event storm from our own writes)."""
         changes = {k: v for k, v in self.new.items() if self.status.get(k) != v}
         if not changes:
@@ -246,13 +229,13 @@ class Pass:
         warn = self.warn_reason
         if warn and "message" in changes and self.status.get("reason") != warn:
             self.emit("Warning", warn, str(self.new.get("message")))
-        self.kube.patch_power_status(self.ns, self.name, changes)
+        await self.kube.patch(api.POWERS, self.ns, self.name, {"status": changes}, status=True)
         self.status.update(changes)
         self.new = {}
 
 
-def patch_planned(
-    kube: Kube, kind: str, ns: str, obj: Mapping[str, Any], plan: Callable[[Mapping[str, Any]], P | None],
+async def patch_planned(
+    kube: Api, kind: str, ns: str, obj: Mapping[str, Any], plan: Callable[[Mapping[str, Any]], P | None],
     patch_of: Callable[[P], dict[str, Any]],
 ) -> tuple[P, dict[str, Any] | Conflict | None] | None:
     """Patch one object as `plan` wants (None: nothing to do). The patches carry the resourceVersion they
@@ -264,26 +247,26 @@ def patch_planned(
     while planned is not None:
         attempts += 1
         try:
-            return planned, kube.patch_workload(kind, ns, name, patch_of(planned))
+            return planned, await kube.patch(WORKLOADS[kind], ns, name, patch_of(planned))
         except Conflict as err:
-            fresh = kube.get_workload(kind, ns, name)
+            fresh = await kube.get(WORKLOADS[kind], ns, name)
             if attempts >= CONFLICT_RETRIES or fresh is None:
                 return (planned, err) if fresh is not None else None
             planned = plan(fresh)
     return None
 
 
-def release_all(kube: Kube, ns: str, owner: str, settings: PowerSettings) -> list[str]:
+async def release_all(kube: Api, ns: str, owner: str, settings: PowerSettings) -> list[str]:
     """Wake (without waiting) every workload `owner` put to sleep: used when the PowerSchedule is deleted."""
 
     def plan(obj: Mapping[str, Any]) -> workloads.WakeAction | None:
         ann = obj["metadata"].get("annotations") or {}
-        return workloads.wake_action(kind, obj) if ann.get(workloads.SLEPT_BY) in (owner, None) else None
+        return workloads.wake_action(kind, obj) if ann.get(naming.ANNOTATION_SLEPT_BY) in (owner, None) else None
 
     done = []
     for kind in KINDS:
-        for obj in kube.list_workloads(kind, ns):
-            result = patch_planned(kube, kind, ns, obj, plan, lambda action: action.patch)
+        for obj in await kube.list(WORKLOADS[kind], ns):
+            result = await patch_planned(kube, kind, ns, obj, plan, lambda action: action.patch)
             if result is None:
                 continue
             action, outcome = result

@@ -34,6 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from kto_operator.times import format_time
+
 ON = "On"
 OFF = "Off"
 WAKING_UP = "WakingUp"
@@ -224,23 +226,19 @@ def _clock_events(
     return events, idle_at
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _describe(ev: SwitchEvent | None, spec: PowerSpec) -> str:
     if ev is None:
         return "no switch event yet: the platform stays on"
     if ev.source == MANUAL:
-        return f"spec.state is {ev.state.lower()} (since {_iso(ev.at)})"
+        return f"spec.state is {ev.state.lower()} (since {format_time(ev.at)})"
     if ev.source in (WAKE_REQUESTED, SLEEP_REQUESTED):
-        return f"{ev.source} at {_iso(ev.at)}"
+        return f"{ev.source} at {format_time(ev.at)}"
     if ev.source == SCHEDULE:
         key = "on" if ev.state == ON else "off"
         local = ev.at.astimezone(ZoneInfo(spec.schedule.timezone)).isoformat()
         return f"schedule.{key} fired at {local} ({spec.schedule.timezone})"
     idle = spec.idle_after or timedelta(0)
-    return f"no active TrainingRun for {idle} (since {_iso(ev.at - idle)}): idle"
+    return f"no active TrainingRun for {idle} (since {format_time(ev.at - idle)}): idle"
 
 
 def _state_at(

@@ -17,14 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kto_operator import naming
 from kto_operator.power import workloads
 from kto_operator.power.workloads import CRONJOB, Selection, WakeAction
 
 # The command's own CronJobs carry this label: it never suspends them (the off CronJob would otherwise
 # suspend the on CronJob, and the platform would never wake again).
-OWN_LABEL = ("app.kubernetes.io/name", "kto-power")
+OWN_LABEL = (naming.LABEL_NAME, naming.POWER_SWITCH_NAME)
 # Trainer Jobs, the operator's and manifests/sandbox/training's alike: a sleep waits for them to end.
-TRAINER_LABEL = ("app.kubernetes.io/component", "trainer")
+TRAINER_LABEL = (naming.LABEL_COMPONENT, naming.COMPONENT)
 
 # Exit codes of the command (besides argparse's 2): a sleep deferred by a running training, an API error.
 EXIT_OK = 0
@@ -206,8 +207,8 @@ def awake_counts(by_kind: Mapping[str, Sequence[Mapping[str, Any]]], previous: M
         for obj in objs:
             k = key(kind, obj)
             ann = (obj.get("metadata") or {}).get("annotations") or {}
-            if workloads.asleep_by_us(obj) and ann.get(workloads.SAVED_REPLICAS, "").isdigit():
-                counts[k] = int(ann[workloads.SAVED_REPLICAS])
+            if workloads.asleep_by_us(obj) and ann.get(naming.ANNOTATION_SAVED_REPLICAS, "").isdigit():
+                counts[k] = int(ann[naming.ANNOTATION_SAVED_REPLICAS])
             elif workloads.replicas(obj) > 0:
                 counts[k] = workloads.replicas(obj)
             elif previous.get(k, 0) > 0:

@@ -12,24 +12,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kto_operator.naming import ANNOTATION_SAVED_REPLICAS as SAVED_REPLICAS
+from kto_operator.naming import ANNOTATION_SAVED_SUSPEND as SAVED_SUSPEND
+from kto_operator.naming import ANNOTATION_SET_REPLICAS as SET_REPLICAS
+from kto_operator.naming import ANNOTATION_SET_SUSPEND as SET_SUSPEND
+from kto_operator.naming import ANNOTATION_SLEPT_AT as SLEPT_AT
+from kto_operator.naming import ANNOTATION_SLEPT_BY as SLEPT_BY
+from kto_operator.naming import LABEL_DAILYCLEAN, LABEL_NAME, OPERATOR_NAME
+
 DEPLOYMENT = "Deployment"
 STATEFULSET = "StatefulSet"
 CRONJOB = "CronJob"
 KINDS = (STATEFULSET, DEPLOYMENT, CRONJOB)  # also the wake order
 
-# Annotations written on each slept workload (all under kto.dev/).
-SAVED_REPLICAS = "kto.dev/saved-replicas"  # replicas before sleep ("3")
-SET_REPLICAS = "kto.dev/set-replicas"  # replicas we set ("0")
-SAVED_SUSPEND = "kto.dev/saved-suspend"  # CronJob spec.suspend before sleep ("false")
-SET_SUSPEND = "kto.dev/set-suspend"  # spec.suspend we set ("true")
-SLEPT_BY = "kto.dev/slept-by"  # the PowerSchedule's name
-SLEPT_AT = "kto.dev/slept-at"  # RFC 3339 time of the sleep
+# The annotations written on each slept workload, all removed at wake.
 OURS = (SAVED_REPLICAS, SET_REPLICAS, SAVED_SUSPEND, SET_SUSPEND, SLEPT_BY, SLEPT_AT)
-
-# Dailyclean's opt-out label: its users keep their labels.
-DAILYCLEAN_LABEL = "axa.com/dailyclean"
-# The operator's own Deployment carries this label (manifests/); it is never scaled.
-OPERATOR_LABEL = ("app.kubernetes.io/name", "kto-operator")
 
 
 def matches(labels: Mapping[str, str], selector: Mapping[str, Any] | None) -> bool:
@@ -68,11 +65,11 @@ def exclusion(kind: str, obj: Mapping[str, Any], sel: Selection) -> str | None:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     if kind == DEPLOYMENT and (
-        labels.get(OPERATOR_LABEL[0]) == OPERATOR_LABEL[1] or meta.get("name") == sel.operator_deployment
+        labels.get(LABEL_NAME) == OPERATOR_NAME or meta.get("name") == sel.operator_deployment
     ):
         return "the operator itself"
-    if str(labels.get(DAILYCLEAN_LABEL, "")).lower() == "false":
-        return f"labelled {DAILYCLEAN_LABEL}=false"
+    if str(labels.get(LABEL_DAILYCLEAN, "")).lower() == "false":
+        return f"labelled {LABEL_DAILYCLEAN}=false"
     if not matches(labels, sel.selector):
         return "not selected by spec.selector"
     for i, ex in enumerate(sel.exclude):

@@ -1,5 +1,5 @@
 """The shipped Role (manifests/operator/role.yaml) against the operator's source: every Kubernetes API call
-the code makes (`kube_rest` requests on a `Resource` constant) and every watch/patch/event kopf makes for its
+the code makes (`kto_operator.api` calls on a resource constant) and every watch/patch/event kopf makes for its
 handlers is granted, and nothing else is. Catches a new API call in the operator before a 403 does at run time;
 tests/integration/test_deployables_rbac.py then proves the flows on a real apiserver."""
 
@@ -13,10 +13,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 SOURCE = REPO / "operator/kto_operator"
 CUSTOM = ("trainingruns", "powerschedules")  # every custom-object call is counted for both (over-approximation)
-# self.api.request("VERB", RESOURCE.path(args)) or RESOURCES[kind].path(args): RESOURCE a module's Resource.
-REQUEST = re.compile(r'\.request\(\s*"([A-Z]+)",\s*([A-Z_]+)(\[\w+\])?\.path\(([^)]*)\)')
-RESOURCE = re.compile(r'Resource\(\s*("[^"]*"|[\w.]+),\s*("[^"]*"|[\w.]+),\s*("[^"]*"|[\w.]+)\)')
-VERBS = {"POST": "create", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}
+# kube.VERB(RESOURCE, ...) or kube.VERB(RESOURCES[kind], ...) on the Api (`kube`, `self.kube`, `ctx.kube`, `api`):
+# RESOURCE a constant made by create_namespaced_resource / create_global_resource, or a dict of such constants.
+REQUEST = re.compile(r"\b(?:kube|api)\.(get|list|create|patch|delete|create_owned|delete_owned)\("
+                     r"\s*(?:\w+\.)?([A-Z][A-Z_]*)(\[\w+\])?([^\n]*)")
+RESOURCE = re.compile(r'create_(?:namespaced|global)_resource\(\s*("[^"]*"|[\w.]+),\s*("[^"]*"|[\w.]+),'
+                      r'\s*("[^"]*"|[\w.]+),\s*("[^"]*"|[\w.]+)')
+VERBS = {"get": {"get"}, "list": {"list"}, "create": {"create"}, "patch": {"patch"}, "delete": {"delete"},
+         # create, then on a 409 read whose it is; read whose it is, then delete
+         "create_owned": {"create", "get"}, "delete_owned": {"get", "delete"}}
 KOPF = re.compile(r"@kopf\.(on\.[a-z_]+|timer|daemon)\(([^)]*)\)")
 KOPF_EVENTS = re.compile(r"kopf\.(event|info|warn|exception)\(")
 
@@ -43,27 +48,33 @@ def _plural(literal: str, text: str) -> str:
 
 
 def _resources(name: str, indexed: bool, text: str) -> list[tuple[str, str]]:
-    """(group, plural) of constant `name`: a Resource(...), or (indexed) every Resource of a dict."""
-    m = re.search(rf"^{name} = (Resource\([^)]*\)|\{{.*?\n\}})", text, re.M | re.S)
-    assert m and (indexed or m.group(1).startswith("Resource")), f"unrecognised resource {name}: extend this test"
-    found = [(_plural(g, text), _plural(p, text)) for g, _v, p in RESOURCE.findall(m.group(1))]
+    """(group, plural) of constant `name`: a create_*_resource(...), or (indexed) every resource of a dict."""
+    m = re.search(rf"^{name}(?:: [^=]+)? = (create_\w+_resource\([^)]*\)|\{{[^}}]*\}})", text, re.M | re.S)
+    assert m and (indexed or m.group(1).startswith("create_")), f"unrecognised resource {name}: extend this test"
+    if indexed:
+        return [r for value in re.findall(r":\s*(?:\w+\.)?([A-Z][A-Z_]*)", m.group(1))
+                for r in _resources(value, False, text)]
+    found = [(_plural(g, text), _plural(p, text)) for g, _v, _k, p in RESOURCE.findall(m.group(1))]
     return [("kto.dev", r) for r in CUSTOM] if any(g == "kto.dev" for g, _ in found) else found
+
+
+# Granted to every authenticated user by the default ClusterRole system:basic-user: never in our Role.
+EVERYONE = {("authentication.k8s.io", "selfsubjectreviews", "create")}
 
 
 def client_calls(text: str) -> set[Perm]:
     perms: set[Perm] = set()
-    for method, name, index, args in set(REQUEST.findall(text)):
-        arity = len([a for a in args.split(",") if a.strip()])
-        verb = ("get" if arity > 1 else "list") if method == "GET" else VERBS[method]
-        status = "/status" if '"status"' in args else ""
-        perms |= {(group, plural + status, verb) for group, plural in _resources(name, bool(index), text)}
-    return perms
+    for method, name, index, rest in set(REQUEST.findall(text)):
+        status = "/status" if "status=True" in rest else ""
+        perms |= {(group, plural + status, verb) for group, plural in _resources(name, bool(index), text)
+                  for verb in VERBS[method]}
+    return perms - EVERYONE
 
 
 def _kopf_resource(args: str) -> tuple[str, str] | None:
-    if "*TR" in args or "RUNS_PLURAL" in args:
+    if "*TR" in args:
         return ("kto.dev", "trainingruns")
-    if "PLURAL" in args:
+    if "*POWER" in args:
         return ("kto.dev", "powerschedules")
     quoted = re.findall(r'"([^"]*)"', args)
     if len(quoted) >= 2:  # (group, version, plural) or (version, plural)
@@ -114,5 +125,5 @@ def test_the_scan_sees_what_it_should() -> None:
     needed = client_calls(_sources()) | kopf_needs(_sources())
     assert {("batch", "jobs", "create"), ("kto.dev", "trainingruns/status", "patch"), ("", "pods", "watch"),
             ("apps", "deployments", "patch"), ("", "events", "create")} <= needed
-    sample = 'SECRETS = Resource("", "v1", "secrets")\nx = self.api.request("GET", SECRETS.path(ns, n))'
+    sample = 'SECRETS = create_namespaced_resource("", "v1", "Secret", "secrets")\nx = await self.kube.get(SECRETS, n)'
     assert client_calls(sample) == {("", "secrets", "get")}

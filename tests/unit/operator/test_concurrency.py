@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
 
 from kto_operator.concurrency import Coalescer, KeyedLocks
 
@@ -29,43 +28,36 @@ def test_coalescer_collapses_requests_into_one_more_pass() -> None:
 def test_keyed_locks_serialise_one_key_only() -> None:
     locks = KeyedLocks()
     inside: list[str] = []
-    overlap = threading.Event()
+    overlap: list[str] = []
 
-    def work(key: str) -> None:
-        with locks.hold(key):
+    async def work(key: str) -> None:
+        async with locks.hold(key):
             if key in inside:
-                overlap.set()
+                overlap.append(key)
             inside.append(key)
-            time.sleep(0.05)
+            await asyncio.sleep(0.01)
             inside.remove(key)
 
-    threads = [threading.Thread(target=work, args=("x",)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not overlap.is_set()
-    with locks.hold("x"), locks.hold("y"):  # different keys never block each other
-        assert len(locks) == 2
-    assert len(locks) == 0
+    async def main() -> None:
+        await asyncio.gather(*(work("x") for _ in range(4)))
+        assert not overlap
+        async with locks.hold("x"), locks.hold("y"):  # different keys never block each other
+            assert len(locks) == 2
+        assert len(locks) == 0
+
+    asyncio.run(main())
 
 
 def test_keyed_locks_keep_nothing_once_released() -> None:
     locks = KeyedLocks()
-    started = threading.Barrier(9)
 
-    def work(key: str) -> None:
-        started.wait()
-        with locks.hold(key):
-            time.sleep(0.01)
+    async def work(key: str) -> None:
+        async with locks.hold(key):
+            await asyncio.sleep(0.001)
 
-    threads = [threading.Thread(target=work, args=(f"run-{i % 3}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    started.wait()
-    for t in threads:
-        t.join()
-    # Every run seen would otherwise leave its lock: the operator would grow with each TrainingRun.
-    assert len(locks) == 0
-    with locks.hold("run-0"):
-        assert len(locks) == 1
+    async def main() -> None:
+        await asyncio.gather(*(work(f"run-{i % 3}") for i in range(8)))
+        # Every run seen would otherwise leave its lock: the operator would grow with each TrainingRun.
+        assert len(locks) == 0
+
+    asyncio.run(main())

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
 from typing import Any
 
 import pytest
-from kto_operator import identity, jobs, kube_rest
+from kto_operator import identity, jobs
+from kto_operator.api import Api
 from kto_operator.settings import OperatorSettings
+from lightkube import KubeConfig
 
 from tests.helpers import stub_server
 
@@ -73,10 +76,9 @@ def test_token_subject() -> None:
     assert identity.token_subject(None) is None
 
 
-def _client(port: int) -> kube_rest.Client:
-    import kopf
-
-    return kube_rest.Client(kube_rest.Login(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}")))
+def own(port: int, token: str | None) -> tuple[str, str] | None:
+    kube = Api.connect(config=KubeConfig.from_server(f"http://127.0.0.1:{port}").get())
+    return asyncio.run(identity.own_service_account(kube, token))
 
 
 def test_own_service_account_from_the_api_server() -> None:
@@ -84,9 +86,9 @@ def test_own_service_account_from_the_api_server() -> None:
         stub.status = 201
         review = {"status": {"userInfo": {"username": "system:serviceaccount:team:kto-operator"}}}
         stub.body = json.dumps(review).encode()
-        assert identity.own_service_account(_client(stub.port), None) == ("team", "kto-operator")
+        assert own(stub.port, None) == ("team", "kto-operator")
         ((method, path, _, body),) = stub.seen
-    assert (method, path) == ("POST", identity.SELF_SUBJECT_REVIEWS)
+    assert (method, path) == ("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews")
     assert json.loads(body)["kind"] == "SelfSubjectReview"
 
 
@@ -95,12 +97,12 @@ def test_own_service_account_from_the_token_on_an_older_api_server() -> None:
     with stub_server() as stub:
         stub.status = 404
         stub.body = b'{"kind": "Status", "message": "the server could not find the requested resource"}'
-        assert identity.own_service_account(_client(stub.port), token) == ("team", "kto-operator")
-        assert identity.own_service_account(_client(stub.port), "opaque-token") is None
+        assert own(stub.port, token) == ("team", "kto-operator")
+        assert own(stub.port, "opaque-token") is None
 
 
 def test_a_user_is_no_service_account() -> None:
     with stub_server() as stub:
         stub.status = 201
         stub.body = b'{"status": {"userInfo": {"username": "alice"}}}'
-        assert identity.own_service_account(_client(stub.port), None) is None
+        assert own(stub.port, None) is None

@@ -1,20 +1,27 @@
-"""`python -m kto_operator.power` (power.cli.Switch) against an in-memory REST stand-in that answers the calls
-kube_rest.Client makes (list, get, create, merge patch with resourceVersion conflicts) and records them. The
-real API server, RBAC and the CronJobs are exercised in tests/integration/test_sandbox.py."""
+"""`python -m kto_operator.power` (power.cli.Switch) against an in-memory REST stand-in, an httpx.MockTransport
+under kto_operator.api, that answers the requests it sends (list, get, create, merge patch with resourceVersion
+conflicts) and records them. The real API server, RBAC and the CronJobs are exercised in
+tests/integration/test_sandbox.py."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+import httpx
 import pytest
 import yaml
-from kto_operator.kube_rest import ApiError, Client
-from kto_operator.power import cli, switch, workloads
+from kto_operator import naming
+from kto_operator.api import Api
+from kto_operator.power import cli, switch
 from kto_operator.power.schedule import OFF, ON
+from lightkube import KubeConfig
 
 REPO = Path(__file__).resolve().parents[3]
 NS = "sandbox"
@@ -60,32 +67,38 @@ class FakeApi:
                 n = o["spec"].get("replicas", 1)
                 o["status"] = {"observedGeneration": o["metadata"]["generation"], "replicas": n, "readyReplicas": n}
 
-    def request(self, method: str, path: str, *, body: dict[str, Any] | None = None,
-                params: dict[str, str] | None = None, content_type: str = "") -> dict[str, Any]:
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        code, answer = self.answer(request.method, request.url.path, body, request.headers.get("Content-Type", ""))
+        return httpx.Response(code, json=answer)
+
+    def answer(self, method: str, path: str, body: dict[str, Any] | None,
+               content_type: str) -> tuple[int, dict[str, Any]]:
         m = PATH.match(path)
         assert m and m["ns"] == NS, path
         plural, name = m["plural"], m["name"]
         verb = {"GET": "get" if name else "list", "POST": "create", "PATCH": "patch"}[method]
         self.calls.append((verb, m["group"] or "", plural))
         if verb == "list":
-            return {"items": [copy.deepcopy(o) for (p, _), o in sorted(self.objs.items()) if p == plural]}
+            return 200, {"metadata": {}, "items": [o for (p, _), o in sorted(self.objs.items()) if p == plural]}
         if verb == "create":
-            assert body is not None
+            assert body is not None and body["metadata"]["namespace"] == NS
             if (plural, body["metadata"]["name"]) in self.objs:
-                raise ApiError(409, "Conflict", b'{"message": "already exists"}')
-            return self.add(plural, body["metadata"]["name"], **{k: v for k, v in body.items() if k != "metadata"})
+                return status(409, "already exists")
+            skip = ("metadata", "apiVersion", "kind")
+            return 201, self.add(plural, body["metadata"]["name"], **{k: v for k, v in body.items() if k not in skip})
         current = self.objs.get((plural, name or ""))
         if current is None:
-            raise ApiError(404, "Not Found", b'{"message": "not found"}')
+            return status(404, "not found")
         if verb == "get":
-            return copy.deepcopy(current)
+            return 200, current
         assert body is not None and content_type == "application/merge-patch+json"
         want_rv = (body.get("metadata") or {}).get("resourceVersion")
         if (plural, name) in self.conflicts or (want_rv and want_rv != current["metadata"]["resourceVersion"]):
             self.conflicts.discard((plural, name or ""))
             self.rv += 1
             current["metadata"]["resourceVersion"] = str(self.rv)  # someone else wrote meanwhile
-            raise ApiError(409, "Conflict", b'{"message": "the object has been modified"}')
+            return status(409, "the object has been modified")
         new = merge(current, {k: v for k, v in body.items() if k != "metadata"} |
                     {"metadata": {k: v for k, v in (body.get("metadata") or {}).items() if k != "resourceVersion"}})
         if "spec" in body:
@@ -93,7 +106,7 @@ class FakeApi:
         self.rv += 1
         new["metadata"]["resourceVersion"] = str(self.rv)
         self.objs[(plural, name or "")] = new
-        return copy.deepcopy(new)
+        return 200, new
 
     def replicas(self, plural: str, name: str) -> int:
         return int(self.objs[(plural, name)]["spec"]["replicas"])
@@ -113,12 +126,23 @@ def api() -> FakeApi:
     return fake
 
 
+def status(code: int, message: str) -> tuple[int, dict[str, Any]]:
+    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message}
+
+
+def switch_of(fake: FakeApi, args: Any, sleep: Callable[[float], None], out: Callable[[str], None]) -> cli.Switch:
+    async def wait(seconds: float) -> None:
+        sleep(seconds)
+
+    kube = Api.connect(config=KubeConfig.from_server("http://k8s.test").get(), inner=httpx.MockTransport(fake))
+    return cli.Switch(kube, cli.options(args, NS, {}), now=lambda: T0, sleep=wait, out=out)
+
+
 def run(api: FakeApi, *argv: str) -> tuple[int, list[str]]:
     args = cli.parse_args(["--namespace", NS, *argv])
     lines: list[str] = []
-    sw = cli.Switch(cast(Client, api), cli.options(args, NS, {}), now=lambda: T0, sleep=api.settle,
-                    out=lines.append)
-    code = sw.off() if args.state == "off" else sw.on()
+    sw = switch_of(api, args, api.settle, lines.append)
+    code = asyncio.run(sw.off() if args.state == "off" else sw.on())
     return code, lines
 
 
@@ -142,7 +166,7 @@ def test_off_then_on_restores_exact_counts_and_keeps_a_record(api: FakeApi) -> N
     assert {(w["kind"], w["name"]) for w in rec.workloads} == \
         {("Deployment", "mlflow"), ("StatefulSet", "mysql"), ("CronJob", "backup")}
     assert rec.awake == {"Deployment/mlflow": 2, "StatefulSet/mysql": 1}
-    assert api.objs[("deployments", "mlflow")]["metadata"]["annotations"][workloads.SLEPT_BY] == "kto-power"
+    assert api.objs[("deployments", "mlflow")]["metadata"]["annotations"][naming.ANNOTATION_SLEPT_BY] == "kto-power"
 
     code, lines = run(api, "--state=on", SELECT)
     assert code == 0, lines
@@ -181,9 +205,8 @@ def test_off_sleeps_once_the_training_ends_within_the_wait(api: FakeApi) -> None
         job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
 
     args = cli.parse_args(["--namespace", NS, "--state=off", SELECT, "--wait-for-training=60"])
-    sw = cli.Switch(cast(Client, api), cli.options(args, NS, {}), now=lambda: T0, sleep=training_ends,
-                    out=lambda _: None)
-    assert sw.off() == 0 and polls and api.replicas("deployments", "mlflow") == 0
+    sw = switch_of(api, args, training_ends, lambda _: None)
+    assert asyncio.run(sw.off()) == 0 and polls and api.replicas("deployments", "mlflow") == 0
 
 
 def test_a_human_edit_while_asleep_is_kept(api: FakeApi) -> None:

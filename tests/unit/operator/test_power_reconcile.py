@@ -1,21 +1,26 @@
 """The reconcile state machine, the history built from objects, and the TrainingRun gate.
 
-The cluster here is an in-memory stand-in with the same methods as `power.kube.Kube` (merge patches,
-resourceVersion conflicts); the real API server is exercised in tests/integration/test_power*.py.
+The cluster here is an in-memory stand-in with the calls of `kto_operator.api.Api` that power makes (merge
+patches, resourceVersion conflicts); the real API server is exercised in tests/integration/test_power*.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from kto_operator import naming, times
+from kto_operator.api import Api, Conflict, Kind
 from kto_operator.power import gate, history, reconcile
 from kto_operator.power import workloads as w
-from kto_operator.power.kube import Conflict, Kube
-from kto_operator.power.reconcile import Pass, PowerSettings
+from kto_operator.power.metrics import PowerMetrics
+from kto_operator.power.reconcile import Pass
+from kto_operator.power.settings import PowerSettings
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, STATEFULSET
+from prometheus_client import CollectorRegistry
 
 T0 = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 NS = "ns"
@@ -46,7 +51,7 @@ class FakeKube:
         o["metadata"]["resourceVersion"] = str(self.rv)
 
     def add(self, kind: str, name: str, created: datetime = T0, **body: Any) -> dict[str, Any]:
-        o = {"metadata": {"name": name, "namespace": NS, "creationTimestamp": history.fmt_time(created),
+        o = {"metadata": {"name": name, "namespace": NS, "creationTimestamp": times.format_time(created),
                           "generation": 1, "labels": body.pop("labels", {}),
                           "annotations": body.pop("annotations", {})}, **body}
         self._bump(o)
@@ -65,7 +70,23 @@ class FakeKube:
                 n = o["spec"]["replicas"]
                 o["status"] = {"observedGeneration": o["metadata"]["generation"], "replicas": n, "readyReplicas": n}
 
-    # Kube's interface --------------------------------------------------------------------------------
+    # Api's interface (objects by the kind's name) ------------------------------------------------------
+    async def list(self, kind: Kind, ns: str) -> list[dict[str, Any]]:
+        # Through the sync listings, which tests replace to step in between two calls.
+        by_kind = {"TrainingRun": self.list_runs, "PowerSchedule": self.list_powers}
+        return by_kind[kind.__name__](ns) if kind.__name__ in by_kind else self.list_workloads(kind.__name__, ns)
+
+    async def get(self, kind: Kind, ns: str, name: str) -> dict[str, Any] | None:
+        return self.get_workload(kind.__name__, ns, name)
+
+    async def patch(self, kind: Kind, ns: str, name: str, patch: dict[str, Any], *,
+                    status: bool = False) -> dict[str, Any] | None:
+        if status:
+            self.patch_power_status(ns, name, patch["status"])
+            return copy.deepcopy(self.objs[(kind.__name__, name)])
+        return self.patch_workload(kind.__name__, ns, name, patch)
+
+    # Helpers -------------------------------------------------------------------------------------
     def get_power(self, ns: str, name: str) -> dict[str, Any] | None:
         o = self.objs.get(("PowerSchedule", name))
         return copy.deepcopy(o) if o else None
@@ -104,7 +125,6 @@ class FakeKube:
         self.patches.append((kind, name, patch))
         return copy.deepcopy(new)
 
-    # Helpers -------------------------------------------------------------------------------------
     def status(self, name: str = "power") -> dict[str, Any]:
         return self.objs[("PowerSchedule", name)].get("status") or {}
 
@@ -125,6 +145,7 @@ class Clock:
 
 
 SETTINGS = PowerSettings(ready_timeout=300.0)
+METRICS = PowerMetrics(CollectorRegistry())
 
 
 def run_until_stable(kube: FakeKube, clock: Clock, name: str = "power", passes: int = 20,
@@ -132,7 +153,7 @@ def run_until_stable(kube: FakeKube, clock: Clock, name: str = "power", passes: 
     wait = 0.0
     for _ in range(passes):
         before = copy.deepcopy(kube.status(name))
-        wait = Pass(cast(Kube, kube), SETTINGS, NS, name, clock.now, clock.emit).run()
+        wait = asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, name, clock.now, clock.emit, METRICS).run())
         if settle:
             kube.settle()
         settled = kube.status(name).get("state") not in ("WakingUp", "GoingToSleep")
@@ -202,7 +223,7 @@ def test_wake_waits_for_statefulsets_ready_before_deployments(platform: tuple[Fa
     switch(kube, "on")
     clock.now += timedelta(minutes=1)
     for _ in range(5):  # no settling: the StatefulSet never becomes Ready
-        Pass(cast(Kube, kube), SETTINGS, NS, "power", clock.now, clock.emit).run()
+        asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, "power", clock.now, clock.emit, METRICS).run())
     assert kube.status()["state"] == "WakingUp"
     assert kube.replicas(STATEFULSET, "mysql") == 1
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0  # not before the database is Ready
@@ -253,7 +274,7 @@ def test_sleep_deferred_by_a_run_then_done_after_it(platform: tuple[FakeKube, Cl
     run_until_stable(kube, clock)
     st = kube.status()
     assert (st["state"], st["reason"], st["deferredBy"]) == ("Off", "Manual", [])
-    assert st["lastRunActivity"] == history.fmt_time(clock.now)
+    assert st["lastRunActivity"] == times.format_time(clock.now)
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0
 
 
@@ -311,7 +332,7 @@ def test_conflict_is_retried(platform: tuple[FakeKube, Clock]) -> None:
     run_until_stable(kube, clock)
     assert kube.status()["state"] == "Off"
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0
-    assert kube.objs[(DEPLOYMENT, "mlflow")]["metadata"]["annotations"][w.SAVED_REPLICAS] == "3"
+    assert kube.objs[(DEPLOYMENT, "mlflow")]["metadata"]["annotations"][naming.ANNOTATION_SAVED_REPLICAS] == "3"
 
 
 def test_restart_while_asleep_restores_from_annotations(platform: tuple[FakeKube, Clock]) -> None:
@@ -329,7 +350,7 @@ def test_restart_while_asleep_restores_from_annotations(platform: tuple[FakeKube
 def test_idle_sleep(platform: tuple[FakeKube, Clock]) -> None:
     kube, clock = platform
     kube.objs[("PowerSchedule", "power")]["spec"] = {"idleAfter": "30m"}
-    kube.objs[("PowerSchedule", "power")]["metadata"]["creationTimestamp"] = history.fmt_time(T0)
+    kube.objs[("PowerSchedule", "power")]["metadata"]["creationTimestamp"] = times.format_time(T0)
     wait = run_until_stable(kube, clock)
     assert kube.status()["state"] == "On"
     assert kube.status()["nextOff"] == "2026-06-10T12:30:00Z"
@@ -356,7 +377,7 @@ def test_release_all_on_delete(platform: tuple[FakeKube, Clock]) -> None:
     kube, clock = platform
     switch(kube, "off")
     run_until_stable(kube, clock)
-    released = reconcile.release_all(cast(Kube, kube), NS, "power", SETTINGS)
+    released = asyncio.run(reconcile.release_all(cast(Api, kube), NS, "power", SETTINGS))
     assert len(released) == 4
     assert kube.replicas(DEPLOYMENT, "mlflow") == 3
 
@@ -369,7 +390,7 @@ def test_release_on_delete_survives_a_status_write(platform: tuple[FakeKube, Clo
     listed = kube.list_workloads
     kube.list_workloads = lambda kind, ns: [  # type: ignore[method-assign]
         {**o, "metadata": {**o["metadata"], "resourceVersion": "stale"}} for o in listed(kind, ns)]
-    released = reconcile.release_all(cast(Kube, kube), NS, "power", SETTINGS)
+    released = asyncio.run(reconcile.release_all(cast(Api, kube), NS, "power", SETTINGS))
     assert len(released) == 4
     assert kube.replicas(DEPLOYMENT, "mlflow") == 3
     assert not any(w.asleep_by_us(o) for o in kube.objs.values())
@@ -389,15 +410,15 @@ def test_gate_wake_on_run_false() -> None:
 def test_manual_state_history() -> None:
     created = T0 - timedelta(days=1)
     first = history.manual_state({"state": "off"}, {}, {}, created, T0)
-    assert first.status_manual == {"state": "off", "at": history.fmt_time(created)}
+    assert first.status_manual == {"state": "off", "at": times.format_time(created)}
     same = history.manual_state({"state": "off"}, {"state": "Off", "manual": first.status_manual}, {}, created, T0)
     assert same.events[0].at == created
     changed = history.manual_state({"state": "on"}, {"state": "Off", "manual": first.status_manual}, {}, created, T0)
     assert changed.events[0].at == T0 and changed.events[0].state == "On"
     added_later = history.manual_state({"state": "on"}, {"state": "Off"}, {}, created, T0)
     assert added_later.events[0].at == T0
-    ann = history.manual_state({}, {}, {history.WAKE_REQUESTED_AT: "2026-06-10T11:00:00Z",
-                                        history.SLEEP_REQUESTED_AT: "yesterday"}, created, T0)
+    ann = history.manual_state({}, {}, {naming.ANNOTATION_WAKE_REQUESTED_AT: "2026-06-10T11:00:00Z",
+                                        naming.ANNOTATION_SLEEP_REQUESTED_AT: "yesterday"}, created, T0)
     assert [e.source for e in ann.events] == ["WakeRequested"] and len(ann.problems) == 1
 
 

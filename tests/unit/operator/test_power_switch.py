@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kto_operator import naming
 from kto_operator.power import switch, workloads
 from kto_operator.power.switch import Record, SelectorError
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, STATEFULSET
@@ -21,7 +22,7 @@ def obj(name: str, replicas: int | None = 1, labels: dict[str, str] | None = Non
 
 
 def slept(name: str, saved: int) -> dict[str, Any]:
-    return obj(name, 0, annotations={workloads.SAVED_REPLICAS: str(saved), workloads.SET_REPLICAS: "0"})
+    return obj(name, 0, annotations={naming.ANNOTATION_SAVED_REPLICAS: str(saved), naming.ANNOTATION_SET_REPLICAS: "0"})
 
 
 @pytest.mark.parametrize(("text", "selector"), [

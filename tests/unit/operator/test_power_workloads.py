@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kto_operator import naming
 from kto_operator.power import workloads as w
 from kto_operator.power.workloads import CRONJOB, DEPLOYMENT, STATEFULSET, Selection
 
@@ -72,8 +73,8 @@ def test_sleep_then_wake_restores_exactly(n: int) -> None:
     assert patch["metadata"]["resourceVersion"] == "7"  # optimistic concurrency
     asleep = apply(d, patch)
     assert asleep["spec"]["replicas"] == 0
-    assert asleep["metadata"]["annotations"][w.SAVED_REPLICAS] == str(n)
-    assert asleep["metadata"]["annotations"][w.SET_REPLICAS] == "0"
+    assert asleep["metadata"]["annotations"][naming.ANNOTATION_SAVED_REPLICAS] == str(n)
+    assert asleep["metadata"]["annotations"][naming.ANNOTATION_SET_REPLICAS] == "0"
     assert w.asleep_by_us(asleep)
     assert w.sleep_patch(DEPLOYMENT, asleep, "power", NOW) is None  # idempotent
     assert w.status_workloads({DEPLOYMENT: [asleep]}) == [{"kind": DEPLOYMENT, "name": "mlflow", "savedReplicas": n}]
@@ -87,7 +88,7 @@ def test_sleep_then_wake_restores_exactly(n: int) -> None:
 
 def test_default_replicas_is_one() -> None:
     patch = w.sleep_patch(STATEFULSET, obj("db", replicas=None), "power", NOW)
-    assert patch is not None and patch["metadata"]["annotations"][w.SAVED_REPLICAS] == "1"
+    assert patch is not None and patch["metadata"]["annotations"][naming.ANNOTATION_SAVED_REPLICAS] == "1"
 
 
 def test_zero_replicas_is_left_alone() -> None:
@@ -112,7 +113,7 @@ def test_cronjob_suspend_and_resume() -> None:
     assert patch is not None
     asleep = apply(cj, patch)
     assert asleep["spec"]["suspend"] is True
-    assert asleep["metadata"]["annotations"][w.SAVED_SUSPEND] == "false"
+    assert asleep["metadata"]["annotations"][naming.ANNOTATION_SAVED_SUSPEND] == "false"
     assert w.status_workloads({CRONJOB: [asleep]}) == [{"kind": CRONJOB, "name": "nightly", "savedSuspend": False}]
     action = w.wake_action(CRONJOB, asleep)
     assert action is not None and action.restored
@@ -133,7 +134,8 @@ def test_cronjob_resumed_by_hand_while_asleep() -> None:
 
 
 def test_unreadable_saved_value_is_not_guessed() -> None:
-    d = obj("x", replicas=0, annotations={w.SAVED_REPLICAS: "three", w.SET_REPLICAS: "0"})
+    d = obj("x", replicas=0,
+            annotations={naming.ANNOTATION_SAVED_REPLICAS: "three", naming.ANNOTATION_SET_REPLICAS: "0"})
     action = w.wake_action(DEPLOYMENT, d)
     assert action is not None and not action.restored and "spec" not in action.patch
 

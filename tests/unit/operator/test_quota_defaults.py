@@ -3,6 +3,7 @@ defaults an admin sets for runs whose spec says nothing (resources, pod deadline
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from kto_operator import jobs, refusals, status
-from kto_operator.kube import Kube
+from kto_operator import jobs, refusals, status, times
+from kto_operator.api import EVENTS, PODS, Api, Kind
 from kto_operator.settings import OperatorSettings, SettingsError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -127,22 +128,23 @@ class FakeKube:
     events: list[dict[str, Any]]
     event_reads: int = 0
 
-    def list_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
-        return self.pods
-
-    def list_events(self, namespace: str, uid: str) -> list[dict[str, Any]]:
-        assert uid == "job-uid"
+    async def list(self, kind: Kind, namespace: str, *, labels: dict[str, str] | None = None,
+                   fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        if kind is PODS:
+            assert labels == {"kto.dev/trainingrun-uid": "u-1"}
+            return self.pods
+        assert kind is EVENTS and fields == {"involvedObject.uid": "job-uid"}
         self.event_reads += 1
         return self.events
 
 
 def job(age: float) -> dict[str, Any]:
-    created = status.format_time(NOW - datetime.timedelta(seconds=age))
+    created = times.format_time(NOW - datetime.timedelta(seconds=age))
     return {"metadata": {"name": "r", "uid": "job-uid", "creationTimestamp": created}, "status": {}}
 
 
 def observe(kube: FakeKube, age: float) -> status.Observation:
-    return refusals.observe(cast(Kube, kube), job(age), "team", "u-1", NOW, status.Limits())
+    return asyncio.run(refusals.observe(cast(Api, kube), job(age), "team", "u-1", NOW, status.Limits()))
 
 
 def test_a_pod_less_job_old_enough_has_its_events_read() -> None:

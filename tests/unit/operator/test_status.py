@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 import pytest
-from kto_operator import status
+from kto_operator import status, times
 from kto_operator.status import Limits, Observation
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
@@ -14,7 +14,7 @@ LIMITS = Limits(fail_fast_seconds=30, log_tail_lines=3, message_max_chars=200)
 
 
 def ago(seconds: float) -> str:
-    return status.format_time(NOW - datetime.timedelta(seconds=seconds))
+    return times.format_time(NOW - datetime.timedelta(seconds=seconds))
 
 
 def job(*conditions: tuple[str, str], deadline: int | None = None) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def test_conditions_keep_transition_time_when_status_unchanged() -> None:
     first = status.conditions_for([], "Running", "Running", "started", NOW)
     later = NOW + datetime.timedelta(minutes=5)
     again = status.conditions_for(first, "Running", "Running", "still", later)
-    assert again[0]["lastTransitionTime"] == status.format_time(NOW)
+    assert again[0]["lastTransitionTime"] == times.format_time(NOW)
     assert again[0]["message"] == "still"
 
 

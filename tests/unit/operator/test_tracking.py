@@ -133,7 +133,7 @@ def test_requests_carry_the_environments_login_read_when_the_client_is_made(
     tracker = Tracker()  # no environment read yet: a token set after this is still used
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0k")
     stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
-    assert tracker.status(f"http://127.0.0.1:{stub.port}/prefix/", "r1") == "RUNNING"
+    assert tracker.metrics(f"http://127.0.0.1:{stub.port}/prefix/", "r1") == {}
     method, path, headers, _ = stub.seen[-1]
     assert (method, path) == ("GET", "/prefix/api/2.0/mlflow/runs/get?run_id=r1")
     assert headers["Authorization"] == "Bearer t0k" and headers["User-Agent"] == "kto-operator"
@@ -143,20 +143,20 @@ def test_a_login_in_the_uri_is_sent_and_never_shown(stub: Stub) -> None:
     uri = f"http://bob:s3cret@127.0.0.1:{stub.port}"
     stub.status, stub.body = 503, b"upstream down (bob:s3cret)"
     with pytest.raises(MlflowUnavailable) as caught:
-        Tracker().status(uri, "r1")
+        Tracker().metrics(uri, "r1")
     assert stub.seen[-1][2]["Authorization"] == basic("bob", "s3cret")
     assert "HTTP 503" in str(caught.value)
     stub.status = 302
     stub.headers = {"Location": f"https://127.0.0.1:{stub.port}/"}
     with pytest.raises(TrackingError, match="redirects to https://") as redirected:
-        Tracker().status(uri, "r1")
+        Tracker().metrics(uri, "r1")
     assert "s3cret" not in str(redirected.value)
 
 
 def test_an_answer_that_is_not_mlflows_api_is_a_tracking_error(stub: Stub) -> None:
     stub.body = b"<html>login</html>"
     with pytest.raises(TrackingError, match="other than MLflow's JSON API"):
-        Tracker().status(f"http://127.0.0.1:{stub.port}", "r1")
+        Tracker().metrics(f"http://127.0.0.1:{stub.port}", "r1")
 
 
 def test_a_server_error_is_not_retried_inside_the_call(stub: Stub) -> None:

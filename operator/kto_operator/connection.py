@@ -1,0 +1,42 @@
+"""The process's one connection to the Kubernetes API, for both halves: kopf's login and our `api.Api` from the
+same configuration, the Api made once and closed once.
+
+Both handler modules import this one, so its handlers are registered once, whether the halves run together
+(`python -m kto_operator`) or the power half alone (`kopf run -m kto_operator.power.handlers`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from . import api
+
+MEMO_KEY = "kube"
+
+
+@kopf.on.login()
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    """The login of `api` (service account, else kubeconfig, exec plugins and tokenFile included), so that
+    kopf's watches and our calls authenticate alike; the `kubernetes` client, whose login kopf would use
+    otherwise, is kept out of the process (the entry point). Called again by kopf when the API server answers
+    401 or the token expires, so a rotated token is picked up."""
+    return await api.connection_info()
+
+
+def shared(memo: Any, options: api.Options) -> api.Api:
+    """The process's one Api, kept in kopf's memo: made by whichever half's startup handler runs first (the
+    TrainingRun half's under `python -m kto_operator`, whose handlers are registered first), with that half's
+    `options`. A later half shares it: its pool is a cap on concurrent connections, and a request beyond the
+    cap waits for a free connection."""
+    if MEMO_KEY not in memo:
+        memo[MEMO_KEY] = api.Api.connect(options)
+    kube: api.Api = memo[MEMO_KEY]
+    return kube
+
+
+@kopf.on.cleanup()
+async def close(memo: Any, **_: Any) -> None:
+    kube: api.Api | None = memo.pop(MEMO_KEY, None)
+    if kube is not None:
+        await kube.close()
