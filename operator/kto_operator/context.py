@@ -20,6 +20,11 @@ from .tracking import AsyncTracker
 PlatformGate = Callable[[str], Awaitable["str | None"]]
 
 
+def run_key(namespace: str, name: str) -> str:
+    """A TrainingRun's key in the per-run locks and the follow coalescer."""
+    return f"{namespace}/{name}"
+
+
 @dataclasses.dataclass
 class Context:
     """Long-lived collaborators, built once in the startup handler and kept in kopf's memo."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from . import api, connection, identity, naming, reconcile
+from . import api, connection, deletion, identity, naming, reconcile, views
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
@@ -20,6 +20,7 @@ from .status import RUNNING, TERMINAL_PHASES
 from .tracking import AsyncTracker, ClientOptions, Tracker
 
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
+POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
 # Progress and resync period of a Running run. Between ticks, Job and pod events drive the updates.
 FOLLOW_INTERVAL = 5.0
 # Resync period of a run whose Job exists but whose trainer is not running yet: its Job and pod events
@@ -32,6 +33,7 @@ RESYNC_INTERVAL = 15.0
 # minute after the API server is back; and no longer than the timers' own intervals.
 ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 
 
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
@@ -98,6 +100,33 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
                 "/".join(own) if own else "(none: a user's credentials)")
 
 
+# kopf's indexes (kept from the watches it runs anyway): a follow reads its TrainingRun, Job and pods from them.
+@kopf.index(*TR)
+def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+    return views.run_entry(body)
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
+def trainer_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+    return views.child_entry(body)
+
+
+@kopf.index("v1", "pods", labels=CHILD_LABELS)
+def trainer_pods(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+    return views.child_entry(body)
+
+
+@kopf.index(*POWER)
+def power_schedules(body: kopf.Body, **_: Any) -> dict[str, str]:
+    return views.power_entry(body)
+
+
+def _views(kwargs: dict[str, Any]) -> views.Views:
+    """The indexes kopf hands every handler (as keyword arguments named after the index functions)."""
+    return views.Views(runs=kwargs["live_trainingruns"], jobs=kwargs["trainer_jobs"], pods=kwargs["trainer_pods"],
+                       powers=kwargs["power_schedules"])
+
+
 def _ctx(memo: Any, namespace: str | None) -> tuple[reconcile.Context, str]:
     ctx: reconcile.Context = memo.trainingruns
     # TrainingRuns, Jobs and pods are all namespaced: kopf always passes a namespace for them.
@@ -115,67 +144,69 @@ def _waiting(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
 
 
-async def _follow(memo: Any, namespace: str | None, name: str, *, with_progress: bool) -> None:
+async def _follow(memo: Any, namespace: str | None, name: str, kwargs: dict[str, Any], *,
+                  with_progress: bool) -> None:
+    ctx, ns = _ctx(memo, namespace)
     async with memo.trainingrun_follows:
-        await reconcile.follow(*_ctx(memo, namespace), name, with_progress=with_progress)
+        await reconcile.follow(ctx, _views(kwargs), ns, name, with_progress=with_progress)
 
 
 @kopf.on.resume(*TR, backoff=ERROR_BACKOFF)
 @kopf.on.create(*TR, backoff=ERROR_BACKOFF)
-async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
+async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **kwargs: Any) -> None:
     """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating.
 
     Slots of its own: a burst of pod and Job events (the follows) never delays Job creation."""
     ctx, ns = _ctx(memo, namespace)
     reconcile.seen(ctx, body)
     async with memo.trainingrun_starts:
-        await reconcile.ensure_started(ctx, ns, name, retry)
+        await reconcile.ensure_started(ctx, _views(kwargs), ns, name, retry)
 
 
 @kopf.on.update(*TR, field="spec", backoff=ERROR_BACKOFF)
 async def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: kopf.Body, memo: Any,
-                       **_: Any) -> None:
+                       **kwargs: Any) -> None:
     """`cancel` is the only mutable field (CEL); untyped extra parameters slip past CEL: say so."""
     ignored = sorted({".".join(map(str, d[1])) for d in diff if tuple(d[1])[:1] != ("cancel",)})
     if ignored:
         kopf.warn(body, reason="SpecChangeIgnored",
                   message=f"{', '.join(ignored)} changed after creation: ignored; create a new TrainingRun")
-    await _follow(memo, namespace, name, with_progress=False)
+    await _follow(memo, namespace, name, kwargs, with_progress=False)
 
 
 @kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_running, backoff=ERROR_BACKOFF)
-async def tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def tick(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     """Progress from MLflow, and a resync in case a Job or pod event was missed."""
-    await _follow(memo, namespace, name, with_progress=True)
+    await _follow(memo, namespace, name, kwargs, with_progress=True)
 
 
 @kopf.timer(*TR, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, when=_waiting, backoff=ERROR_BACKOFF)
-async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     """A Pending run with a Job: catch a missed event, fail an image that never pulls."""
-    await _follow(memo, namespace, name, with_progress=False)
+    await _follow(memo, namespace, name, kwargs, with_progress=False)
 
 
 def _owner_name(meta: kopf.Meta) -> str | None:
     return meta.get("annotations", {}).get(naming.ANNOTATION_TRAININGRUN)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-async def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **_: Any) -> None:
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+async def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     owner = _owner_name(meta)
     if owner:
         _ctx(memo, namespace)[0].remember_job(body)
-        await _follow(memo, namespace, owner, with_progress=False)
+        await _follow(memo, namespace, owner, kwargs, with_progress=False)
 
 
-@kopf.on.event("v1", "pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-async def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+@kopf.on.event("v1", "pods", labels=CHILD_LABELS)
+async def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **kwargs: Any) -> None:
     owner = _owner_name(meta)
     if owner:
-        await _follow(memo, namespace, owner, with_progress=False)
+        await _follow(memo, namespace, owner, kwargs, with_progress=False)
 
 
 @kopf.on.delete(*TR, backoff=ERROR_BACKOFF)
 async def delete(namespace: str | None, name: str, retry: int, runtime: datetime.timedelta, memo: Any,
                  **_: Any) -> None:
     """Stop the pods and mark the MLflow run KILLED; bounded in time, never a stuck finalizer."""
-    await reconcile.finalize(*_ctx(memo, namespace), name, retry, runtime.total_seconds())
+    await deletion.finalize(*_ctx(memo, namespace), name, retry, runtime.total_seconds())

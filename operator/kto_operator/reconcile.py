@@ -1,6 +1,9 @@
 """What the handlers do, per TrainingRun, under one lock: start (MLflow run, then Job), follow, finish,
-cancel, clean up. Every step re-reads the TrainingRun and is idempotent, so any handler may call it at
-any time and a restarted operator simply calls it again.
+cancel, clean up. Every step is idempotent, so any handler may call it at any time and a restarted operator
+simply calls it again. A step starts from what the watches hold (views.Views): its status write is conditional
+on that TrainingRun's resourceVersion, and a decision that cannot be undone (closing the MLflow run, a final
+phase) first reads the TrainingRun from the API server; either way a stale copy costs one read more, never
+a wrong write.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from typing import Any, cast
 import kopf
 
 from . import indexed, jobs, naming, outcome, refusals, status, times
-from .api import JOBS, RUNS, SERVICES, JobConflict, JobRejected
-from .context import Context, PlatformGate
+from .api import JOBS, RUNS, SERVICES, Conflict, JobConflict, JobRejected
+from .context import Context, PlatformGate, run_key
 from .tracking import MlflowUnavailable, RunInfo, TrackingError
+from .views import UNCONFIRMED, Views
 
-__all__ = ["Context", "PlatformGate", "ensure_started", "finalize", "follow", "seen"]
+__all__ = ["Context", "PlatformGate", "Views", "ensure_started", "follow", "seen"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,12 @@ WARNING_REASONS = frozenset(
     | status.CONFIG_ERRORS | refusals.REASONS
 )
 JOB_CONFLICT_DELAY = 5.0
-POD_STOP_DELAY = 1.0
 PLATFORM_DELAY = 5.0
+
+
+class Stale(Exception):
+    """A final decision was about to be taken on a TrainingRun copied from a watch: read it fresh first."""
+
 
 def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """A Kubernetes Event on the TrainingRun (kopf posts it in the background)."""
@@ -36,7 +44,7 @@ def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None
 
 
 def _key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
+    return run_key(namespace, name)
 
 
 def _phase(tr: Mapping[str, Any]) -> str | None:
@@ -57,38 +65,43 @@ def _run_url(ctx: Context, tr: Mapping[str, Any], run: RunInfo) -> str:
     return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
 
 
-async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str, **extra: Any) -> None:
-    """Patch the status (only if something changed), with an Event and metrics on each transition."""
+async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str, **fields: Any) -> None:
+    """One status patch for this step (none when nothing is worth writing: status.status_patch), an Event
+    when the step is worth one (status.event_type), metrics on each transition. Raises Conflict when `tr`
+    came from a watch and the TrainingRun has changed since."""
     meta = tr["metadata"]
     current = tr.get("status") or {}
     message = message[: ctx.settings.message_max_chars]
-    changed_phase = (current.get("phase"), current.get("reason")) != (phase, reason)
-    patch: dict[str, Any] = {k: v for k, v in extra.items() if current.get(k) != v}
-    if changed_phase or current.get("message") != message:
-        patch.update(phase=phase, reason=reason, message=message)
-    if changed_phase:
-        patch["conditions"] = status.conditions_for(current.get("conditions") or [], phase, reason, message,
-                                                    ctx.clock())
-    if not patch and current.get("observedGeneration") == meta.get("generation"):
+    patch = status.status_patch(current, meta.get("generation"), phase, reason, message, fields, ctx.clock())
+    if patch is None:
         return
-    patch["observedGeneration"] = meta.get("generation")
-    await ctx.kube.patch(RUNS, meta["namespace"], meta["name"], {"status": patch}, status=True)
+    body: dict[str, Any] = {"status": patch}
+    if tr.get(UNCONFIRMED):
+        body["metadata"] = {"resourceVersion": meta.get("resourceVersion")}
+    stored = await ctx.kube.patch(RUNS, meta["namespace"], meta["name"], body, status=True)
+    if stored is not None:  # what the API server holds now: later writes of this step are unconditional
+        meta["resourceVersion"] = stored["metadata"].get("resourceVersion")
+        tr.pop(UNCONFIRMED, None)
     tr["status"] = {**current, **patch}
-    ctx.metrics.set_phase(meta["uid"], phase)
-    if changed_phase:
-        ctx.metrics.transitions.labels(phase, reason).inc()
-        text = f"{phase}: {message}" if message else phase
-        warning = phase == status.FAILED or reason in WARNING_REASONS
-        _event(tr, "Warning" if warning else "Normal", reason, text)
+    ctx.metrics.set_phase(meta["uid"], tr["status"].get("phase", phase))
+    if "phase" not in patch or (current.get("phase"), current.get("reason")) == (phase, reason):
+        return
+    ctx.metrics.transitions.labels(phase, reason).inc()
+    kind = status.event_type(current, phase, reason, WARNING_REASONS)
+    if kind:
+        _event(tr, kind, reason, f"{phase}: {message}" if message else phase)
 
 
 async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-                  start_time: str | None = None, ready: str | None = None) -> bool:
+                  start_time: str | None = None, ready: str | None = None, **fields: Any) -> bool:
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
-    final metrics, model registration; then the status. With MLflow down the status keeps its phase
-    (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow."""
-    ids = _run_ids(tr)
-    extra: dict[str, Any] = {"completionTime": times.format_time(ctx.clock())}
+    final metrics, model registration; then the status (with `fields`). With MLflow down the status keeps its
+    phase (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow.
+    Raises Stale for a TrainingRun copied from a watch: the MLflow run is closed once, on the stored state."""
+    if tr.get(UNCONFIRMED):
+        raise Stale(tr["metadata"]["name"])
+    ids = fields.get("mlflow") or _run_ids(tr)
+    extra: dict[str, Any] = {**fields, "completionTime": times.format_time(ctx.clock())}
     if start_time and not (tr.get("status") or {}).get("startTime"):
         extra["startTime"] = start_time
     if ready:
@@ -101,7 +114,7 @@ async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mes
             ctx.metrics.mlflow_errors.inc()
             current = _phase(tr) or status.PENDING
             await _write(ctx, tr, current, "MlflowUnavailable",
-                         f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}")
+                         f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}", **fields)
             return False
         except TrackingError as exc:
             notes.append(f"MLflow: {exc}")
@@ -118,44 +131,55 @@ async def _fresh(ctx: Context, namespace: str, name: str) -> dict[str, Any] | No
     return tr
 
 
-async def ensure_started(ctx: Context, namespace: str, name: str, attempt: int = 0) -> None:
+async def ensure_started(ctx: Context, views: Views, namespace: str, name: str, attempt: int = 0) -> None:
     """Create (or find) the MLflow run, then the Job. Raises kopf.TemporaryError to be retried."""
     async with ctx.locks.hold(_key(namespace, name)):
-        tr = await _fresh(ctx, namespace, name)
+        tr = views.run(namespace, name)
         if tr is None:
             return
-        if tr["spec"].get("cancel"):
-            await _cancel(ctx, tr)
-            return
         try:
-            jobs.build_job(tr, ctx.settings, jobs.MlflowIds("-", "-", "-"))  # validation only
-        except jobs.InvalidSpec as exc:
-            await _finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
-            return
-        fresh_run = False
-        if not _run_ids(tr).get("runId"):
-            created = await _ensure_run(ctx, tr, attempt)
-            if created is None:
-                return
-            fresh_run = created
-        ids = _run_ids(tr)
-        resumed = bool(tr["status"].get("jobName"))
-        # A new Job has no pod yet: its watch events bring the next update.
-        if not resumed and not await _ensure_job(
-                ctx, tr, jobs.MlflowIds(str(ids["runId"]), str(ids["experimentId"]), _uri(ctx, tr))):
-            return
-        # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
-        # them as arguments). After a restart only the missing ones are logged.
-        await _log_params(ctx, tr, attempt, fresh=fresh_run)
-        if resumed:
-            await _follow(ctx, tr, with_progress=False)  # operator restart: catch up with what happened
+            await _start(ctx, views, tr, attempt)
+        except (Conflict, Stale):
+            tr = await _fresh(ctx, namespace, name)
+            if tr is not None:
+                await _start(ctx, views, tr, attempt)
 
 
-async def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool | None:
-    """Find or create the MLflow run and record it: True if created now, False if found, None when the
-    run can never start (Failed)."""
+async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int) -> None:
+    if tr["spec"].get("cancel"):
+        await _cancel(ctx, views, tr)
+        return
+    try:
+        jobs.build_job(tr, ctx.settings, jobs.MlflowIds("-", "-", "-"))  # validation only
+    except jobs.InvalidSpec as exc:
+        await _finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
+        return
+    fresh_run = False
+    run_fields: dict[str, Any] = {}
+    if not _run_ids(tr).get("runId"):
+        made = await _ensure_run(ctx, views, tr, attempt)
+        if made is None:
+            return
+        run_fields, fresh_run = made
+    resumed = bool(tr["status"].get("jobName"))
+    # A new Job has no pod yet: its watch events bring the next update.
+    if not resumed and not await _ensure_job(ctx, tr, run_fields):
+        return
+    # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
+    # them as arguments). After a restart only the missing ones are logged.
+    await _log_params(ctx, tr, attempt, fresh=fresh_run)
+    if resumed:
+        await _follow(ctx, views, tr, with_progress=False)  # operator restart: catch up with what happened
+
+
+async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
+                      attempt: int) -> tuple[dict[str, Any], bool] | None:
+    """Find or create the MLflow run: its status fields (written with the Job's, one patch for both) and
+    True if created now, False if found; None when the run can never start (Failed)."""
     meta, spec = tr["metadata"], tr["spec"]
-    if ctx.platform_gate is not None:
+    # A namespace without a PowerSchedule has nothing to wait for; one with a PowerSchedule is asked fresh
+    # (power.gate: its sleep protocol relies on a read from the API server).
+    if ctx.platform_gate is not None and views.has_power_schedule(meta["namespace"]):
         waiting = await ctx.platform_gate(meta["namespace"])
         if waiting:
             await _write(ctx, tr, status.WAITING_FOR_PLATFORM, "WaitingForPlatform", waiting)
@@ -178,9 +202,10 @@ async def _ensure_run(ctx: Context, tr: dict[str, Any], attempt: int) -> bool | 
     except TrackingError as exc:
         await _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
         return None
-    await _write(ctx, tr, status.PENDING, "RunCreated", f"MLflow run {run.run_id} ready",
-                 mlflow={"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)})
-    return created
+    # Not written yet: a crash before the Job's write leaves reason CreatingRun, and the next attempt
+    # searches MLflow for this run (by UID) instead of making a second one.
+    return {"mlflow": {"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)}}, \
+        created
 
 
 async def _log_params(ctx: Context, tr: dict[str, Any], attempt: int, *, fresh: bool) -> None:
@@ -197,21 +222,25 @@ async def _log_params(ctx: Context, tr: dict[str, Any], attempt: int, *, fresh: 
         _event(tr, "Warning", "ParamsNotLogged", str(exc))
 
 
-async def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> bool:
-    """Create (or find) the Job; False when the API server refuses it for good (the run Failed)."""
+async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, Any]) -> bool:
+    """Create (or find) the Job, then write its name and `run_fields` (the MLflow run's) in one patch; False
+    when the API server refuses it for good (the run Failed)."""
     meta = tr["metadata"]
-    manifest = jobs.build_job(tr, ctx.settings, ids)
+    run = run_fields.get("mlflow") or _run_ids(tr)
+    manifest = jobs.build_job(tr, ctx.settings, jobs.MlflowIds(str(run["runId"]), str(run["experimentId"]),
+                                                                _uri(ctx, tr)))
     service = indexed.build_service(manifest, jobs.owner_reference(tr))  # workers > 1: before its pods
     try:
         if service is not None:
             await ctx.kube.create_owned(SERVICES, service, meta["uid"])
         created = await ctx.kube.create_owned(JOBS, manifest, meta["uid"])
     except JobConflict as exc:
-        await _write(ctx, tr, status.PENDING, "JobConflict", str(exc))
+        await _write(ctx, tr, status.PENDING, "JobConflict", str(exc), **run_fields)
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
     except JobRejected as exc:
         # Refused for good: no retry can make the Job valid, so the run fails with the API server's reason.
-        if not await _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}"):
+        if not await _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}",
+                             **run_fields):
             # MLflow unreachable: no timer follows a run without a Job, so the start handler tries again.
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
                 from exc
@@ -221,11 +250,12 @@ async def _ensure_job(ctx: Context, tr: dict[str, Any], ids: jobs.MlflowIds) -> 
         submitted = times.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
-    await _write(ctx, tr, status.PENDING, "JobCreated", f"Job {name} created", jobName=name)
+    text = f"Job {name} created, MLflow run {run['runId']}"
+    await _write(ctx, tr, status.PENDING, status.NO_POD, text, jobName=name, **run_fields)
     return True
 
 
-async def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:
+async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_progress: bool) -> None:
     """Bring the status up to date with the Job, its pods and (with_progress) the MLflow run."""
     key = _key(namespace, name)
     if not ctx.coalescer.enter(key, with_progress):
@@ -233,40 +263,62 @@ async def follow(ctx: Context, namespace: str, name: str, *, with_progress: bool
     progress: bool | None = with_progress
     try:
         while progress is not None:
-            await _follow_once(ctx, namespace, name, with_progress=progress)
+            await _follow_once(ctx, views, namespace, name, with_progress=progress)
             progress = ctx.coalescer.again(key)
     finally:
         while progress is not None:  # after an error: release the key (the next event or tick retries)
             progress = ctx.coalescer.again(key)
 
 
-async def _follow_once(ctx: Context, namespace: str, name: str, *, with_progress: bool) -> None:
+async def _follow_once(ctx: Context, views: Views, namespace: str, name: str, *, with_progress: bool) -> None:
     async with ctx.locks.hold(_key(namespace, name)):
-        tr = await _fresh(ctx, namespace, name)
+        tr = views.run(namespace, name)
+        if tr is not None:
+            try:
+                await _follow_step(ctx, views, tr, with_progress=with_progress)
+                return
+            except (Conflict, Stale):
+                tr = await _fresh(ctx, namespace, name)
         if tr is None:
             ctx.forget_jobs_of(namespace, name)
             return
-        if tr["spec"].get("cancel"):
-            await _cancel(ctx, tr)
-        elif tr["status"].get("jobName"):
-            await _follow(ctx, tr, with_progress=with_progress)
+        await _follow_step(ctx, views, tr, with_progress=with_progress)
 
 
-async def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> None:
+async def _follow_step(ctx: Context, views: Views, tr: dict[str, Any], *, with_progress: bool) -> None:
+    if tr["spec"].get("cancel"):
+        await _cancel(ctx, views, tr)
+    elif tr["status"].get("jobName"):
+        await _follow(ctx, views, tr, with_progress=with_progress)
+
+
+async def _job(ctx: Context, views: Views, tr: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    """The run's Job as watched; read from the API server when the watch has not shown it (yet)."""
+    meta = tr["metadata"]
+    return views.job(meta["uid"], name) or await ctx.kube.get(JOBS, meta["namespace"], name)
+
+
+async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progress: bool) -> None:
     meta, current = tr["metadata"], tr["status"]
     job_name = current["jobName"]
-    job = await ctx.kube.get(JOBS, meta["namespace"], job_name)
+    job = await _job(ctx, views, tr, job_name)
     if job is None:
         # Gone: fine if its last known state was final (TTL deletion), else the run cannot end well.
         job = ctx.last_job(meta["uid"])
         if job is None or job["metadata"].get("name") != job_name or not status.job_finished(job):
             await _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
             return
-    observed = await refusals.observe(ctx.kube, job, meta["namespace"], meta["uid"], ctx.clock(), ctx.limits)
-    await _record_image(ctx, tr, observed.image_id)
+    observed = await refusals.observe(ctx.kube, job, views.run_pods(meta["uid"]), meta["namespace"], ctx.clock(),
+                                      ctx.limits)
     if observed.terminal:
+        if tr.get(UNCONFIRMED):
+            raise Stale(meta["name"])
+        if observed.phase == status.FAILED:
+            # The failure's details (exit code, log tail) from the pods as stored: a watch may lag the Job's.
+            pods = await refusals.run_pods(ctx.kube, meta["namespace"], meta["uid"])
+            observed = await refusals.observe(ctx.kube, job, pods, meta["namespace"], ctx.clock(), ctx.limits)
         finished = await _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
-                                 observed.workers)
+                                 observed.workers, **await _image(ctx, tr, observed.image_id))
         if finished:
             ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).
@@ -275,6 +327,7 @@ async def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> N
             _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
         return
     extra: dict[str, Any] = {"workers": observed.workers} if observed.workers else {}
+    extra.update(await _image(ctx, tr, observed.image_id))
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
     run_id = _run_ids(tr).get("runId")
@@ -283,29 +336,28 @@ async def _follow(ctx: Context, tr: dict[str, Any], *, with_progress: bool) -> N
     await _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
 
 
-async def _record_image(ctx: Context, tr: dict[str, Any], image_id: str | None) -> None:
-    """Reproducibility: the image digest on the MLflow run (tag) and in the status, once."""
+async def _image(ctx: Context, tr: dict[str, Any], image_id: str | None) -> dict[str, str]:
+    """Reproducibility: the image digest tagged on the MLflow run, once; the status field to write with it
+    (in the step's one patch). Nothing until the tag is set, so that the status never claims an untagged run."""
     ids = _run_ids(tr)
     if not image_id or (tr.get("status") or {}).get("imageID") == image_id or not ids.get("runId"):
-        return
+        return {}
     try:
         await ctx.tracker.set_tag(_uri(ctx, tr), str(ids["runId"]), naming.TAG_IMAGE_ID, image_id)
     except (MlflowUnavailable, TrackingError) as exc:
         logger.warning("image digest not tagged on run %s yet: %s", ids["runId"], exc)
-        return
-    meta = tr["metadata"]
-    await ctx.kube.patch(RUNS, meta["namespace"], meta["name"], {"status": {"imageID": image_id}}, status=True)
-    tr["status"] = {**(tr.get("status") or {}), "imageID": image_id}
+        return {}
+    return {"imageID": image_id}
 
 
-async def _cancel(ctx: Context, tr: dict[str, Any]) -> None:
+async def _cancel(ctx: Context, views: Views, tr: dict[str, Any]) -> None:
     """spec.cancel: stop the pods (Job deleted, pods removed in the background), then MLflow KILLED and
     phase Cancelled once no trainer runs any more (a trainer still starting could set RUNNING again)."""
     meta = tr["metadata"]
     job_name = naming.job_name(meta["name"])
-    job = await ctx.kube.get(JOBS, meta["namespace"], job_name) if tr["status"].get("jobName") else None
+    job = await _job(ctx, views, tr, job_name) if tr["status"].get("jobName") else None
     if job is not None and status.job_finished(job):
-        await _follow(ctx, tr, with_progress=False)  # too late to cancel: record how the run really ended
+        await _follow(ctx, views, tr, with_progress=False)  # too late to cancel: record how the run really ended
         return
     if await ctx.kube.delete_owned(JOBS, meta["namespace"], job_name, meta["uid"]):
         _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted (cancel)")
@@ -329,41 +381,6 @@ async def _adopt_run(ctx: Context, tr: dict[str, Any]) -> None:
         return
     if run is not None:
         tr["status"]["mlflow"] = {"runId": run.run_id, "experimentId": run.experiment_id}
-
-
-async def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapsed: float) -> None:
-    """Deletion: stop the pods, then mark the MLflow run KILLED (not before: a trainer still starting could
-    set it RUNNING again). Retried until settings.delete_timeout, then the object goes anyway."""
-    key = _key(namespace, name)
-    async with ctx.locks.hold(key):
-        tr = await ctx.kube.get(RUNS, namespace, name)
-        if tr is None:
-            return
-        tr.setdefault("status", {})
-        meta = tr["metadata"]
-        left = ctx.settings.delete_timeout - elapsed
-        await ctx.kube.delete_owned(JOBS, namespace, naming.job_name(name), meta["uid"])
-        if await refusals.live_pods(ctx.kube, tr) and left > 0:
-            raise kopf.TemporaryError("waiting for the trainer pods to stop", delay=POD_STOP_DELAY)
-        if _phase(tr) not in status.TERMINAL_PHASES:
-            try:
-                run_id = _run_ids(tr).get("runId")
-                if not run_id:
-                    found = await ctx.tracker.lookup_run(_uri(ctx, tr), tr["spec"]["experiment"], meta["uid"])
-                    run_id = found.run_id if found else None
-                if run_id:
-                    await ctx.tracker.terminate(_uri(ctx, tr), str(run_id), "KILLED")
-            except MlflowUnavailable as exc:
-                ctx.metrics.mlflow_errors.inc()
-                if left > 0:
-                    delay = min(ctx.settings.retry_delay(attempt), max(left, 1.0))
-                    raise kopf.TemporaryError(str(exc), delay=delay) from exc
-                _event(tr, "Warning", "MlflowUnavailable",
-                       f"MLflow unreachable for {elapsed:.0f}s; its run is left as is: {exc}")
-            except TrackingError as exc:
-                _event(tr, "Warning", "MlflowError", str(exc))
-        ctx.metrics.set_phase(meta["uid"], None)
-        ctx.last_job(meta["uid"], forget=True)
 
 
 def seen(ctx: Context, tr: Mapping[str, Any]) -> None:

@@ -5,7 +5,7 @@ by itself with back-off, so the run stays Pending with the refusal as its reason
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import naming, status, times, workers
@@ -46,11 +46,11 @@ async def live_pods(kube: Api, tr: Mapping[str, Any]) -> list[str]:
             if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
 
-async def observe(kube: Api, job: Mapping[str, Any], namespace: str, uid: str, now: datetime.datetime,
-                  limits: status.Limits) -> status.Observation:
+async def observe(kube: Api, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], namespace: str,
+                  now: datetime.datetime, limits: status.Limits) -> status.Observation:
     """workers.observe of the Job and the run's pods; for a Job that has had time to make its pod and has none,
     what its Events say (the server selects the Job's own: involvedObject.uid)."""
-    observed = workers.observe(job, await run_pods(kube, namespace, uid), now, limits)
+    observed = workers.observe(job, pods, now, limits)
     if observed.reason != status.NO_POD:
         return observed
     created = times.parse_time(job["metadata"].get("creationTimestamp"))

@@ -259,3 +259,43 @@ def primary_metric(metrics: Mapping[str, float], preferred: str | None) -> str |
         if key and key in metrics:
             return f"{key}={metrics[key]:.4g}"
     return None
+
+
+# Reasons on the ordinary way from the Job's creation to the trainer's end: a change from one to another
+# within the same phase is not worth a status write of its own (the next phase follows within seconds; any
+# other write carries the latest reason along). A problem reason (Unschedulable, a pull error, a quota
+# refusal) is always written, and so is the step out of it.
+QUIET_REASONS = frozenset({NO_POD, "PodPending", "ContainerCreating", "PodInitializing", "Running", "PodTerminated"})
+# Normal Events within Pending: the run's creation (MLflow run and Job). Other Pending steps are in the status.
+ANNOUNCED_REASONS = frozenset({NO_POD})
+
+
+def status_patch(current: Mapping[str, Any], generation: int | None, phase: str, reason: str, message: str,
+                 fields: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any] | None:
+    """The one merge patch of the status for this step: the fields that differ, phase/reason/message when
+    they changed (unless the change is a quiet one and nothing else is written), conditions on a transition,
+    observedGeneration. None when nothing is worth a request."""
+    patch: dict[str, Any] = {k: v for k, v in fields.items() if current.get(k) != v}
+    before = (current.get("phase"), current.get("reason"))
+    moved = before != (phase, reason)
+    quiet = before[0] == phase and reason in QUIET_REASONS and before[1] in QUIET_REASONS
+    if (moved or current.get("message") != message) and (patch or not quiet):
+        patch.update(phase=phase, reason=reason, message=message)
+        if moved:
+            patch["conditions"] = conditions_for(current.get("conditions") or [], phase, reason, message, now)
+    if not patch and current.get("observedGeneration") == generation:
+        return None
+    patch["observedGeneration"] = generation
+    return patch
+
+
+def event_type(before: Mapping[str, Any], phase: str, reason: str, warnings: frozenset[str]) -> str | None:
+    """The Event type ("Normal", "Warning") a status step is announced with, None for none: the run's
+    creation, each phase it enters after Pending, every failure and warning; not the steps within a phase."""
+    if (before.get("phase"), before.get("reason")) == (phase, reason):
+        return None
+    if phase == FAILED or reason in warnings:
+        return "Warning"
+    if (phase != before.get("phase") and phase != PENDING) or reason in ANNOUNCED_REASONS:
+        return "Normal"
+    return None

@@ -105,9 +105,10 @@ def test_happy_path(operator: Operator, runs: Runs, bed: Any, mlflow_uri: str) -
     assert out[0].split() == ["NAME", "PHASE", "EXPERIMENT", "RUN-ID", "METRIC", "AGE"]
     assert out[1].split()[:5] == ["happy", "Succeeded", f"it-{runs.namespace}", run_id, "test_accuracy=0.93"]
 
-    # Events on the transitions, and the metrics endpoint.
+    # Events on the creation, the start and the end (not on each step between), and the metrics endpoint.
     reasons = {e.reason for e in runs.events("happy")}
-    assert {"RunCreated", "JobCreated", "Running", "Completed"} <= reasons, reasons
+    assert {"JobCreated", "Running", "Completed"} <= reasons, reasons
+    assert not reasons & {"CreatingRun", "RunCreated", "PodPending", "ContainerCreating", "PodTerminated"}, reasons
     metrics = operator.metrics()
     assert 'kto_trainingruns{phase="Succeeded"} 1.0' in metrics
     assert "kto_trainingrun_submit_to_job_seconds_count 1.0" in metrics

@@ -22,7 +22,7 @@ RESOURCE = re.compile(r'create_(?:namespaced|global)_resource\(\s*("[^"]*"|[\w.]
 VERBS = {"get": {"get"}, "list": {"list"}, "create": {"create"}, "patch": {"patch"}, "delete": {"delete"},
          # create, then on a 409 read whose it is; read whose it is, then delete
          "create_owned": {"create", "get"}, "delete_owned": {"get", "delete"}}
-KOPF = re.compile(r"@kopf\.(on\.[a-z_]+|timer|daemon)\(([^)]*)\)")
+KOPF = re.compile(r"@kopf\.(on\.[a-z_]+|timer|daemon|index)\(([^)]*)\)")
 KOPF_EVENTS = re.compile(r"kopf\.(event|info|warn|exception)\(")
 
 Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
@@ -91,7 +91,7 @@ def kopf_needs(text: str) -> set[Perm]:
             continue
         group, resource = target
         perms |= {(group, resource, "list"), (group, resource, "watch")}
-        if kind != "on.event":  # change handlers, timers, daemons: finalizers and progress annotations
+        if kind not in ("on.event", "index"):  # change handlers, timers, daemons: finalizers and progress annotations
             perms.add((group, resource, "patch"))
     if KOPF_EVENTS.search(text):
         perms.add(("", "events", "create"))

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 import yaml
 from kto_operator import jobs, refusals, status, times
-from kto_operator.api import EVENTS, PODS, Api, Kind
+from kto_operator.api import EVENTS, Api, Kind
 from kto_operator.settings import OperatorSettings, SettingsError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -122,7 +122,8 @@ def test_the_newest_refusal_counts_and_other_refusals_are_named_too() -> None:
 
 @dataclasses.dataclass
 class FakeKube:
-    """The two reads refusals.observe makes (unit test of the decision; the bed test uses the real API)."""
+    """The read refusals.observe makes, the pods it is given (unit test of the decision; the bed test uses the
+    real API)."""
 
     pods: list[dict[str, Any]]
     events: list[dict[str, Any]]
@@ -130,9 +131,6 @@ class FakeKube:
 
     async def list(self, kind: Kind, namespace: str, *, labels: dict[str, str] | None = None,
                    fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        if kind is PODS:
-            assert labels == {"kto.dev/trainingrun-uid": "u-1"}
-            return self.pods
         assert kind is EVENTS and fields == {"involvedObject.uid": "job-uid"}
         self.event_reads += 1
         return self.events
@@ -144,7 +142,7 @@ def job(age: float) -> dict[str, Any]:
 
 
 def observe(kube: FakeKube, age: float) -> status.Observation:
-    return asyncio.run(refusals.observe(cast(Api, kube), job(age), "team", "u-1", NOW, status.Limits()))
+    return asyncio.run(refusals.observe(cast(Api, kube), job(age), kube.pods, "team", NOW, status.Limits()))
 
 
 def test_a_pod_less_job_old_enough_has_its_events_read() -> None:

@@ -1,0 +1,52 @@
+"""What the kopf indexes hold and how a follow reads them (views)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kto_operator import naming, views
+
+
+def run(phase: str | None = None, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
+                            "managedFields": [{"manager": "x"}]}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "spec": {"image": "i"}, "status": {"phase": phase} if phase else {}}
+
+
+def test_only_runs_a_follow_may_act_on_are_indexed() -> None:
+    entry = views.run_entry(run("Running"))
+    assert entry is not None and "managedFields" not in entry[("ns", "r")]["metadata"]
+    assert views.run_entry(run()) is not None
+    assert views.run_entry(run("Succeeded")) is None and views.run_entry(run("Cancelled")) is None
+    assert views.run_entry(run("Running", deleting=True)) is None
+
+
+def test_children_are_indexed_by_their_run_uid() -> None:
+    job = {"metadata": {"name": "r", "labels": {naming.LABEL_TRAININGRUN_UID: "u1"}, "managedFields": [{}]}}
+    assert views.child_entry(job) == {"u1": {"metadata": {"name": "r", "labels": {naming.LABEL_TRAININGRUN_UID: "u1"}}}}
+    assert views.child_entry({"metadata": {"name": "other", "labels": {}}}) is None
+
+
+def test_a_run_read_from_the_index_is_an_unconfirmed_copy() -> None:
+    stored = views.slim(run("Running"))
+    found = views.Views(runs={("ns", "r"): [stored]}).run("ns", "r")
+    assert found is not None and found[views.UNCONFIRMED]
+    found["status"]["phase"] = "Succeeded"
+    found["metadata"]["resourceVersion"] = "8"
+    assert stored["status"]["phase"] == "Running" and stored["metadata"]["resourceVersion"] == "7"
+    assert views.Views().run("ns", "r") is None
+    confirmed = views.working_copy(stored, confirmed=True)
+    assert views.UNCONFIRMED not in confirmed
+
+
+def test_job_by_name_pods_and_power_schedules() -> None:
+    old = {"metadata": {"name": "older"}}
+    job = {"metadata": {"name": "r"}}
+    index = views.Views(jobs={"u1": [old, job]}, pods={"u1": [{"metadata": {"name": "p"}}]},
+                        powers={"ns": ["power"]})
+    assert index.job("u1", "r") is job and index.job("u1", "x") is None and index.job("u2", "r") is None
+    assert [p["metadata"]["name"] for p in index.run_pods("u1")] == ["p"] and index.run_pods("u2") == []
+    assert index.has_power_schedule("ns") and not index.has_power_schedule("other")
+    assert views.power_entry({"metadata": {"namespace": "ns", "name": "power"}}) == {"ns": "power"}
