@@ -58,16 +58,24 @@ def _say(text: str, *, err: bool = False) -> None:
 
 
 def _log_missing_params(run_id: str, params: dict[str, str]) -> None:
-    """Log only params the run lacks: the operator already logged the TrainingRun's parameters, and
-    MLflow refuses a param logged twice with different text."""
+    """Log only params the run lacks, as kto-trainer does: the operator logs the TrainingRun's parameters too,
+    possibly at the same moment, and MLflow refuses a param logged twice with different text; a refused
+    write means the operator was first (its values stand), so what is still missing is logged again."""
     import mlflow
     from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
-    existing = client.get_run(run_id).data.params
-    missing = [Param(k, v) for k, v in params.items() if k not in existing]
-    if missing:
-        client.log_batch(run_id, params=missing)
+    for attempt in range(1, 4):
+        existing = client.get_run(run_id).data.params
+        missing = [Param(k, v) for k, v in params.items() if k not in existing]
+        try:
+            if missing:
+                client.log_batch(run_id, params=missing)
+            return
+        except MlflowException as exc:
+            if exc.error_code != "INVALID_PARAMETER_VALUE" or attempt == 3:
+                raise
 
 
 def _terminated(signum: int, _frame: object) -> None:

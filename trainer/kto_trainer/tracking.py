@@ -93,6 +93,10 @@ def tracked_run() -> Iterator[mlflow.ActiveRun]:
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 
+# Each refused write means another writer logged some of the params meanwhile; it has a finite number.
+_PARAM_ATTEMPTS = 3
+
+
 def _set_error_tag(error: BaseException) -> None:
     message = f"{type(error).__name__}: {error}"[:_TAG_VALUE_LIMIT]
     # The tracking server may be what failed; the CLI prints the error anyway.
@@ -101,16 +105,25 @@ def _set_error_tag(error: BaseException) -> None:
 
 
 def log_params_once(params: Mapping[str, str]) -> dict[str, str]:
-    """Log the params the run does not hold yet; MLflow refuses to change a param the operator logged."""
+    """Log the params the run does not hold yet. The operator logs the TrainingRun's parameters too, possibly
+    at the same moment (a restarted operator adopting a running Job): MLflow refuses to change a logged param,
+    so when a write is refused the other writer was first, its values stand, and only what is still missing
+    is logged again."""
     run = mlflow.active_run()
     assert run is not None
-    existing = mlflow.get_run(run.info.run_id).data.params
-    new = {key: value for key, value in params.items() if key not in existing}
+    for attempt in range(1, _PARAM_ATTEMPTS + 1):
+        existing = mlflow.get_run(run.info.run_id).data.params
+        new = {key: value for key, value in params.items() if key not in existing}
+        try:
+            if new:
+                mlflow.log_params(new)
+            break
+        except MlflowException as exc:
+            if exc.error_code != "INVALID_PARAMETER_VALUE" or attempt == _PARAM_ATTEMPTS:
+                raise
     for key, value in params.items():
         if key in existing and existing[key] != value:
             print(f"kto-train: param {key}={value} differs from the run's {existing[key]}; kept", file=sys.stderr)
-    if new:
-        mlflow.log_params(new)
     return new
 
 

@@ -59,6 +59,27 @@ def test_params_already_logged_by_the_operator_are_kept(
     assert "param batch_size=64 differs" in capsys.readouterr().err
 
 
+def test_params_the_operator_logs_between_the_read_and_the_write_are_kept(
+    mlflow_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_get_run = mlflow.get_run
+    reads: list[str] = []
+
+    def operator_writes_after_the_first_read(run_id: str) -> mlflow.entities.Run:
+        seen = real_get_run(run_id)
+        reads.append(run_id)
+        if len(reads) == 1:  # a restarted operator adopting the running Job logs the TrainingRun's parameters
+            mlflow.MlflowClient().log_param(run_id, "sleep", "0")
+        return seen
+
+    with tracking.tracked_run() as run:
+        monkeypatch.setattr(mlflow, "get_run", operator_writes_after_the_first_read)
+        logged = tracking.log_params_once({"sleep": "0.0", "epochs": "1"})
+    assert logged == {"epochs": "1"} and len(reads) == 2
+    assert real_get_run(run.info.run_id).data.params == {"sleep": "0", "epochs": "1"}
+    assert "param sleep=0.0 differs from the run's 0; kept" in capsys.readouterr().err
+
+
 def test_ensure_epoch_metrics_fills_only_missing_keys(mlflow_env: str) -> None:
     history = {"loss": [0.9, 0.5, 0.3], "accuracy": [0.4, 0.6, 0.9]}
     with tracking.tracked_run() as run:
