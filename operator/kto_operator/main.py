@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_user_name(os.environ)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx (under lightkube) logs every request at INFO: a line per API call drowns the operator's own.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     loaded = load_handlers()
     logging.getLogger("kto_operator").info("handlers: %s", ", ".join(loaded))
     priority = None
