@@ -33,19 +33,32 @@ class DocError(ValueError):
     """The doc lacks a marker the results need, or has one they cannot fill."""
 
 
+def measured_at(document: Mapping[str, Any], name: str) -> dict[str, str]:
+    """When and at which commit a benchmark of this document was measured (a resumed run keeps earlier ones)."""
+    bench, meta = document["benches"][name], document["meta"]
+    if "measured" in bench:
+        return dict(bench["measured"])
+    resumed = meta.get("resumed") or {}
+    source = resumed if name in (resumed.get("kept") or []) else meta
+    return {"date": source["date"], "commit": source["commit"]}
+
+
 def run_line(document: Mapping[str, Any]) -> str:
     meta = document["meta"]
     benches = document["benches"]
     ran = ", ".join(f"{name} {b['seconds'] / 60:.1f} min" for name, b in benches.items())
     minutes = meta.get("minutes", "?")
-    if meta.get("resumed") and isinstance(minutes, float | int):
-        minutes = round(minutes + (meta["resumed"].get("minutes") or 0), 1)
+    if meta.get("resumed"):  # the benchmarks' own times, whichever run measured them
+        minutes = round(sum(b["seconds"] for b in benches.values()) / 60, 1)
     note = f" {meta['note']}." if meta.get("note") else ""
     if meta.get("resumed"):
-        r = meta["resumed"]
-        note += (f" Resumed run: {', '.join(r['kept'])} as measured by the run of {r['date']} (commit `{r['commit']}`, "
-                 f"load average {' / '.join(str(x) for x in r['load_start'])} at its start, "
-                 f"`bench/run_all.py {' '.join(r.get('args') or [])}`); the others measured again.")
+        by_run: dict[tuple[str, str], list[str]] = {}
+        for name in benches:
+            when = measured_at(document, name)
+            by_run.setdefault((when["date"], when["commit"]), []).append(name)
+        parts = [f"{', '.join(names)} measured on {date} (commit `{commit}`)"
+                 for (date, commit), names in by_run.items()]
+        note += f" A resumed run: {'; '.join(parts)}."
     return (f"Run of {meta['date']}, commit `{meta['commit']}`, {meta['cpus']} CPUs, load average "
             f"{' / '.join(str(x) for x in meta['load_start'])} at the start and "
             f"{' / '.join(str(x) for x in meta.get('load_end', []))} at the end; {minutes} min "

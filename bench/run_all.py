@@ -5,6 +5,7 @@
     make bench SOAK=1800       # with the 30-minute soak
     make bench PUBLISH=1       # also bench/results/results.json and the tables of docs/benchmarks.md
     .venv/bin/python bench/run_all.py --resume .bed/bench/run-all-<time>/results.json   # rerun what failed
+    .venv/bin/python bench/run_all.py --resume <results.json> --rerun latency scale      # and these
 
 Starts the bed if it is not up (and stops it afterwards in that case, like the tests; KTO_KEEP_BED=1 keeps
 it). Each benchmark is its own script in bench/ (run alone for details); this runs them in turn, reads the
@@ -93,13 +94,15 @@ def git_commit() -> str:
 
 
 def kept(path: Path, only: list[str], meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The benchmarks of an earlier run that succeeded (in `only`), in ORDER; `meta` notes that run."""
+    """The benchmarks of an earlier run that succeeded (in `only`), each with when and at which commit it was
+    measured; `meta` notes the run resumed."""
     earlier = json.loads(path.read_text())
-    ok = {name: dict(b) for name, b in earlier["benches"].items() if b.get("exit") == 0 and name in only}
-    meta["resumed"] = {"date": earlier["meta"]["date"], "commit": earlier["meta"]["commit"],
-                       "load_start": earlier["meta"]["load_start"], "minutes": earlier["meta"].get("minutes"),
-                       "kept": list(ok), "args": earlier["meta"].get("args")}
-    print(f"=== resuming the run of {earlier['meta']['date']}: keeping {', '.join(ok) or 'nothing'}", flush=True)
+    was = earlier["meta"]
+    ok = {name: {**bench, "measured": render_docs.measured_at(earlier, name)}
+          for name, bench in earlier["benches"].items() if bench.get("exit") == 0 and name in only}
+    meta["resumed"] = {"date": was["date"], "commit": was["commit"], "load_start": was["load_start"],
+                       "minutes": was.get("minutes"), "kept": list(ok), "args": was.get("args")}
+    print(f"=== resuming the run of {was['date']}: keeping {', '.join(ok) or 'nothing'}", flush=True)
     return ok
 
 
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, metavar="RESULTS_JSON",
                         help="keep the benchmarks that succeeded in that earlier run (its outputs and times) and run "
                              "only the others; results.json records the run it resumed")
+    parser.add_argument("--rerun", nargs="+", choices=ORDER, default=[],
+                        help="with --resume: measure these again even where the earlier run succeeded")
     parser.add_argument("--note", default="", help="a line about this run kept in results.json (e.g. 'reduced')")
     args = parser.parse_args(argv)
     specs = load_targets()  # a broken targets.toml fails before an hour of benchmarks
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(),
                             "cpus": os.cpu_count(), "load_start": [round(x, 1) for x in os.getloadavg()],
                             "args": without_note(sys.argv[1:] if argv is None else argv), "note": args.note}
-    benches = kept(args.resume, args.only, meta) if args.resume else {}
+    benches = kept(args.resume, [n for n in args.only if n not in args.rerun], meta) if args.resume else {}
     measured: dict[str, Measured] = {}
     commands = plan(args)
     started = time.monotonic()
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in (n for n in ORDER if n in args.only):
             if name not in benches:
                 rc, seconds, output = run(commands[name], out / f"{name}.json")
-                benches[name] = {"exit": rc, "seconds": seconds, "command": commands[name], "output": output}
+                benches[name] = {"exit": rc, "seconds": seconds, "command": commands[name], "output": output,
+                                 "measured": {"date": meta["date"], "commit": meta["commit"]}}
             output = benches[name]["output"]
             if output is not None:
                 try:

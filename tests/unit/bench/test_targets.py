@@ -163,6 +163,7 @@ def test_a_resumed_run_keeps_only_what_succeeded_and_says_so(tmp_path: Any) -> N
     meta: dict[str, Any] = {}
     kept = run_all.kept(path, ["latency", "podstart"], meta)
     assert list(kept) == ["latency"] and kept["latency"]["output"] == {"x": 1}
+    assert kept["latency"]["measured"] == {"date": "d", "commit": "c"}
     assert meta["resumed"] == {"date": "d", "commit": "c", "load_start": [1.0], "minutes": 9, "kept": ["latency"],
                                "args": ["--runs", "9"]}
 
