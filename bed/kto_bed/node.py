@@ -8,6 +8,7 @@ pulled from outside (every registry containerd knows is mirrored to the bed's lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
 COREDNS_IMAGE = f"registry.k8s.io/coredns/coredns:{pinned_versions()['COREDNS_VERSION']}"
 NETNS_DIR = Path("/var/run/netns")  # where containerd's CRI pins pod network namespaces
 SHIM_SOCKETS = Path("/run/containerd")  # containerd's shims put their sockets here, whatever its state dir
+SHIM_EXIT_S = 10.0
 # What OpenShift writes on every project; the bed's admission policies (manifests/openshift-uids.yaml) then
 # give pods that set no UID the range's first one, in group 0, as restricted-v2 does.
 OPENSHIFT_ANNOTATIONS = {"openshift.io/sa.scc.uid-range": "1000680000/10000",
@@ -314,12 +316,18 @@ def stop(paths: BedPaths) -> None:
     kill_pod_processes()
     procs.stop(paths, "containerd")
     unmount_all(paths)
-    for folder in sorted(SHIM_SOCKETS.rglob("*"), key=lambda p: len(p.parts), reverse=True) \
-            if SHIM_SOCKETS.is_dir() else ():
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if SHIM_SOCKETS.is_dir() and not any(SHIM_SOCKETS.iterdir()):
-        SHIM_SOCKETS.rmdir()
+    # A shim still exiting removes its socket (and may touch its folder) after containerd is gone: the folders
+    # are removed once empty, within a deadline.
+    deadline = time.monotonic() + SHIM_EXIT_S
+    while SHIM_SOCKETS.is_dir():
+        for folder in sorted(SHIM_SOCKETS.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty yet, or gone meanwhile
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            SHIM_SOCKETS.rmdir()
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     if k8s_bin("kube-proxy").exists():
         subprocess.run([str(k8s_bin("kube-proxy")), "--cleanup"], capture_output=True, check=False)
 
