@@ -84,19 +84,25 @@ class Stub:
     body: bytes = b"{}"
     headers: dict[str, str] = field(default_factory=dict)
     seen: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    # The client's port per request: requests on one kept-alive connection share it.
+    peers: list[int] = field(default_factory=list)
     port: int = 0
 
 
 @contextlib.contextmanager
-def stub_server() -> Iterator[Stub]:
+def stub_server(keep_alive: bool = False) -> Iterator[Stub]:
     """A plain HTTP server on loopback standing in for the API server or MLflow in unit tests: it shows what
-    the REST clients send and feeds them answers the real servers rarely give."""
+    the REST clients send and feeds them answers the real servers rarely give. `keep_alive`: HTTP/1.1, whose
+    connections stay open for the next request (HTTP/1.0 closes each)."""
     state = Stub()
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def answer(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             state.seen.append((self.command, self.path, dict(self.headers), body))
+            state.peers.append(self.client_address[1])
             self.send_response(state.status)
             for key, value in state.headers.items():
                 self.send_header(key, value)

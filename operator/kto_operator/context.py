@@ -12,7 +12,7 @@ from .api import Api
 from .concurrency import Coalescer, KeyedLocks
 from .metrics import Metrics
 from .settings import OperatorSettings
-from .tracking import AsyncTracker
+from .tracking import Tracker
 
 # From the power module (kto_operator.power.gate): namespace -> None when the platform (MLflow and its
 # storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
@@ -31,7 +31,7 @@ class Context:
 
     settings: OperatorSettings
     kube: Api
-    tracker: AsyncTracker
+    tracker: Tracker
     metrics: Metrics
     locks: KeyedLocks = dataclasses.field(default_factory=KeyedLocks)
     coalescer: Coalescer = dataclasses.field(default_factory=Coalescer)

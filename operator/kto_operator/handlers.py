@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime
 import logging
@@ -17,7 +16,7 @@ from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
 from .status import RUNNING, TERMINAL_PHASES
-from .tracking import AsyncTracker, ClientOptions, Tracker
+from .tracking import ClientOptions, Tracker
 
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
@@ -37,7 +36,7 @@ CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 
 
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
-    # One pooled connection per thread that calls MLflow (AsyncTracker's pool).
+    # One pooled connection per handler slot: each slot awaits at most one MLflow call at a time.
     return ClientOptions(read_timeout=ours.mlflow_http_timeout, connect_retries=ours.mlflow_http_retries,
                          pool_size=ours.start_workers + ours.max_workers)
 
@@ -88,16 +87,22 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     own = await identity.own_service_account(kube, (await api.connection_info()).token)
     ours = dataclasses.replace(ours, own_service_account=own)
     # The handlers' concurrency, bounded: starts apart (a burst of pod and Job events never delays Job
-    # creation), follows of other runs, and the MLflow calls of both in a thread pool (the MLflow client blocks).
+    # creation), follows of other runs; both await MLflow on the event loop.
     memo.trainingrun_starts = asyncio.Semaphore(ours.start_workers)
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
-    mlflow_threads = concurrent.futures.ThreadPoolExecutor(ours.start_workers + ours.max_workers, "kto-mlflow")
-    memo.trainingruns = reconcile.Context(settings=ours, kube=kube,
-                                          tracker=AsyncTracker(Tracker(_mlflow_options(ours)), mlflow_threads),
+    memo.trainingruns = reconcile.Context(settings=ours, kube=kube, tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(kube))
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
                 "/".join(own) if own else "(none: a user's credentials)")
+
+
+@kopf.on.cleanup()
+async def close_tracker(memo: Any, **_: Any) -> None:
+    """Close the MLflow connections (the Kubernetes one is `connection`'s to close)."""
+    ctx: reconcile.Context | None = memo.get("trainingruns")
+    if ctx is not None:
+        await ctx.tracker.close()
 
 
 # kopf's indexes (kept from the watches it runs anyway): a follow reads its TrainingRun, Job and pods from them.

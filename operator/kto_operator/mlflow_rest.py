@@ -1,5 +1,6 @@
-"""A small client of MLflow's REST API (`/api/2.0/mlflow/...`) on urllib3. The operator makes a dozen kinds of
-calls; MLflow's own client would bring in more modules and memory for them than the rest of the operator.
+"""A small client of MLflow's REST API (`/api/2.0/mlflow/...`) on httpx, async: the handlers await MLflow on
+kopf's event loop instead of handing each call to a thread. The operator makes a dozen kinds of calls; MLflow's
+own client would bring in more modules and memory for them than the rest of the operator, and would block.
 
 Errors come out as two types the handlers map to phases: MlflowUnavailable (retry later) and TrackingError."""
 
@@ -10,12 +11,13 @@ import dataclasses
 import http
 import json
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import certifi
-import urllib3
+import httpx
 
 API_PATH = "/api/2.0/mlflow/"
 USER_AGENT = "kto-operator"
@@ -52,8 +54,8 @@ class ClientOptions:
     # Only a connection that could not be opened is retried here: a request that reached the server is
     # never sent again (a second runs/create would be a second run).
     connect_retries: int = 1
-    # One connection per thread that may call MLflow (the start threads and kopf's handler threads), so
-    # that no thread waits for a socket and no connection is opened only to be thrown away.
+    # One connection per handler that may await MLflow at once (the start and follow slots), so that no
+    # handler waits for a socket and no connection is opened only to be thrown away.
     pool_size: int = 48
 
 
@@ -171,40 +173,43 @@ def _reason(status: int) -> str:
 
 
 class RestClient:
-    """One tracking server: its connection pool, login and timeouts. Thread-safe (urllib3's pool is)."""
+    """One tracking server: its connection pool, login and timeouts. Used from one event loop (httpx's
+    connections belong to the loop that opened them); `close` when done."""
 
     def __init__(self, uri: str, options: ClientOptions, env: Mapping[str, str]) -> None:
         self.target = Target.parse(uri)
         creds = Credentials.from_env(env)
-        self._headers = {"User-Agent": USER_AGENT}
+        headers = {"User-Agent": USER_AGENT}
         auth = auth_header(self.target, creds)
         if auth:
-            self._headers["Authorization"] = auth
-        self._pool = _pool(self.target, creds, options)
+            headers["Authorization"] = auth
+        self._http = _client(self.target, creds, options, headers)
 
-    def get(self, endpoint: str, params: Mapping[str, str], what: str) -> dict[str, Any]:
-        return self._call("GET", endpoint, what, fields=dict(params))
+    async def get(self, endpoint: str, params: Mapping[str, str], what: str) -> dict[str, Any]:
+        return await self._call("GET", endpoint, what, params=dict(params))
 
-    def post(self, endpoint: str, body: Mapping[str, Any], what: str) -> dict[str, Any]:
-        return self._call("POST", endpoint, what, json=dict(body))
+    async def post(self, endpoint: str, body: Mapping[str, Any], what: str) -> dict[str, Any]:
+        return await self._call("POST", endpoint, what, json=dict(body))
 
-    def _call(self, method: str, endpoint: str, what: str, **request: Any) -> dict[str, Any]:
-        url = f"{self.target.prefix}{API_PATH}{endpoint}"
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, endpoint: str, what: str, **request: Any) -> dict[str, Any]:
         try:
-            response = self._pool.request(method, url, headers=self._headers, redirect=False, **request)
-        except urllib3.exceptions.HTTPError as exc:
+            response = await self._http.request(method, endpoint, **request)
+        except httpx.HTTPError as exc:
             # Refused, reset, timed out, TLS failure: MLflow's client reports all of these as retryable too.
-            # After the connect retry the cause is in .reason (the wrapper only repeats host and path).
-            cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+            # Some of httpx's errors have no text: then their type says what happened.
+            cause = str(exc) or type(exc).__name__
             raise MlflowUnavailable(redact(f"{what}: MLflow at {self.target.origin} unreachable: {cause}")) from exc
-        if 300 <= response.status < 400:
-            # A pool is bound to one host: say where it points rather than follow it.
+        if 300 <= response.status_code < 400:
+            # A client is bound to one server: say where it points rather than follow it.
             location = response.headers.get("Location", "?")
             raise TrackingError(redact(f"{what}: MLflow at {self.target.origin} redirects to {location}; "
                                        "use that as the tracking URI"))
-        if not 200 <= response.status < 300:
-            raise error_for(response.status, response.data, what)
-        return _json(response.data, what, self.target.origin)
+        if not 200 <= response.status_code < 300:
+            raise error_for(response.status_code, response.content, what)
+        return _json(response.content, what, self.target.origin)
 
 
 def _json(body: bytes, what: str, origin: str) -> dict[str, Any]:
@@ -220,18 +225,34 @@ def _json(body: bytes, what: str, origin: str) -> dict[str, Any]:
     return data
 
 
-def _pool(target: Target, creds: Credentials, options: ClientOptions) -> urllib3.HTTPConnectionPool:
-    timeout = urllib3.Timeout(connect=options.connect_timeout, read=options.read_timeout)
-    # No status retries and no Retry-After sleeps: 429/5xx go back to the handlers, which retry with backoff.
-    retries = urllib3.Retry(total=options.connect_retries, connect=options.connect_retries, read=0, status=0,
-                            other=0, redirect=False, respect_retry_after_header=False)
+def _client(target: Target, creds: Credentials, options: ClientOptions,
+            headers: Mapping[str, str]) -> httpx.AsyncClient:
+    # retries: httpx repeats only a connection that could not be opened (refused, connect timeout), never a
+    # request that reached the server. No status retries: 429/5xx go back to the handlers, which retry with backoff.
+    # No pool timeout: the handlers' slots bound the waiters, and each holder is bound by the read timeout.
+    # trust_env=False: no proxy variables and no .netrc login (MLflow's client takes its login from MLFLOW_*).
+    limits = httpx.Limits(max_connections=options.pool_size, max_keepalive_connections=options.pool_size)
+    transport = httpx.AsyncHTTPTransport(verify=_tls(target, creds), limits=limits, retries=options.connect_retries,
+                                         trust_env=False)
+    base = httpx.URL(scheme=target.scheme, host=target.host, port=target.port, path=f"{target.prefix}{API_PATH}")
+    timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout, pool=None)
+    return httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, transport=transport,
+                             follow_redirects=False, trust_env=False)
+
+
+def _tls(target: Target, creds: Credentials) -> ssl.SSLContext | bool:
+    """Like requests (MLflow's client): certifi's CAs unless a CA bundle is named; a client certificate if named."""
     if target.scheme == "http":
-        return urllib3.HTTPConnectionPool(target.host, target.port, timeout=timeout, retries=retries,
-                                          maxsize=options.pool_size)
-    # Like requests (MLflow's client): certifi's CAs unless a CA bundle is named.
-    return urllib3.HTTPSConnectionPool(
-        target.host, target.port, timeout=timeout, retries=retries, maxsize=options.pool_size,
-        cert_reqs="CERT_NONE" if creds.insecure_tls else "CERT_REQUIRED",
-        ca_certs=None if creds.insecure_tls else (creds.server_cert_path or certifi.where()),
-        cert_file=creds.client_cert_path or None,
-    )
+        return False
+    try:
+        if creds.insecure_tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=creds.server_cert_path or certifi.where())
+        if creds.client_cert_path:
+            context.load_cert_chain(creds.client_cert_path)
+    except OSError as exc:  # a missing or unreadable file, or ssl.SSLError (an OSError): not a PEM
+        raise TrackingError(f"MLflow at {target.origin}: TLS files from MLFLOW_TRACKING_*_CERT_PATH: {exc}") from exc
+    return context

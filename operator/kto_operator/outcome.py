@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import status, workers
-from .tracking import AsyncTracker, MlflowUnavailable, RegisterRule, TrackingError
+from .tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
-async def progress(tracker: AsyncTracker, tr: Mapping[str, Any], uri: str, run_id: str) -> dict[str, Any]:
+async def progress(tracker: Tracker, tr: Mapping[str, Any], uri: str, run_id: str) -> dict[str, Any]:
     """Live metrics and `epoch k of n` from the MLflow run; nothing when MLflow cannot say."""
     try:
         metrics = finite(await tracker.metrics(uri, run_id))
@@ -33,7 +33,7 @@ async def progress(tracker: AsyncTracker, tr: Mapping[str, Any], uri: str, run_i
     return extra
 
 
-async def progress_of(tracker: AsyncTracker, spec: Mapping[str, Any], uri: str, run_id: str,
+async def progress_of(tracker: Tracker, spec: Mapping[str, Any], uri: str, run_id: str,
                       metrics: Mapping[str, float]) -> dict[str, Any]:
     """{"progress": {epoch, epochs}}: epochs done per the metric history, epochs planned per the spec."""
     done = await tracker.epochs_done(uri, run_id, metrics)
@@ -43,7 +43,7 @@ async def progress_of(tracker: AsyncTracker, spec: Mapping[str, Any], uri: str, 
     return {"progress": {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}}
 
 
-async def close(tracker: AsyncTracker, spec: Mapping[str, Any], uri: str, ids: Mapping[str, Any], phase: str,
+async def close(tracker: Tracker, spec: Mapping[str, Any], uri: str, ids: Mapping[str, Any], phase: str,
                 extra: dict[str, Any], notes: list[str]) -> None:
     """Close the MLflow run of a run entering final `phase` (FINISHED/FAILED/KILLED unless the trainer set
     one), read its final metrics and register the model its spec asks for. Fills `extra` (status fields)

@@ -36,7 +36,7 @@ class OperatorSettings:
     delete_timeout: float = 120.0
     # MLflow REST client: seconds to wait for an answer (connecting: 5 s at most), and retries of a connection
     # that could not be opened (a request that reached MLflow is never resent). Small, so that an outage turns
-    # into a quick MlflowUnavailable, retried with backoff, instead of a thread blocked for minutes.
+    # into a quick MlflowUnavailable, retried with backoff, instead of a handler slot held for minutes.
     mlflow_http_timeout: int = 30
     mlflow_http_retries: int = 1
     # Threads running the (synchronous) handlers, and those creating MLflow runs and Jobs (separate, so

@@ -4,22 +4,17 @@ operator never imports mlflow), with MLflow's errors turned into two types the h
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
-import functools
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from . import naming
 from .mlflow_rest import ClientOptions, MlflowUnavailable, RestClient, TrackingError, redact
 
-__all__ = ["ACTIVE_STATUSES", "AsyncTracker", "ClientOptions", "MlflowUnavailable", "RegisterRule", "RunInfo",
-           "Tracker", "TrackingError", "redact"]
-T = TypeVar("T")
+__all__ = ["ACTIVE_STATUSES", "ClientOptions", "MlflowUnavailable", "RegisterRule", "RunInfo", "Tracker",
+           "TrackingError", "redact"]
 
 ACTIVE_STATUSES = frozenset({"RUNNING", "SCHEDULED"})
 _ALREADY_EXISTS = frozenset({"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"})
@@ -62,7 +57,9 @@ class RegisterRule:
 
 
 class Tracker:
-    """MLflow operations for the operator; one REST client (and connection pool) per tracking URI."""
+    """MLflow operations for the operator's async handlers; one REST client (and connection pool) per tracking
+    URI. Used from one event loop, without locks: nothing is awaited between reading and writing its dicts.
+    `close` when done."""
 
     def __init__(self, options: ClientOptions | None = None) -> None:
         self._options = options or ClientOptions()
@@ -70,81 +67,83 @@ class Tracker:
         # (uri, name) -> experiment id: one MLflow round trip less per run (the server is the bottleneck
         # when many runs are submitted at once). Dropped when a create in it fails.
         self._experiments: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
 
     def client(self, uri: str) -> RestClient:
         """The client of `uri`; its credentials are read from the environment when it is first needed."""
-        with self._lock:
-            if uri not in self._clients:
-                self._clients[uri] = RestClient(uri, self._options, os.environ)
-            return self._clients[uri]
+        if uri not in self._clients:
+            self._clients[uri] = RestClient(uri, self._options, os.environ)
+        return self._clients[uri]
 
-    def experiment_id(self, uri: str, name: str) -> str:
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    async def experiment_id(self, uri: str, name: str) -> str:
         """The id of experiment `name`, created if missing (a concurrent creator's experiment is reused)."""
-        with self._lock:
-            cached = self._experiments.get((uri, name))
+        cached = self._experiments.get((uri, name))
         if cached is not None:
             return cached
-        found = self._experiment_id(uri, name)
-        with self._lock:
-            self._experiments[(uri, name)] = found
+        found = await self._experiment_id(uri, name)
+        self._experiments[(uri, name)] = found
         return found
 
     def forget_experiment(self, uri: str, name: str) -> None:
-        with self._lock:
-            self._experiments.pop((uri, name), None)
+        self._experiments.pop((uri, name), None)
 
-    def _experiment_id(self, uri: str, name: str) -> str:
+    async def _experiment_id(self, uri: str, name: str) -> str:
         what = f"experiment {name!r}"
-        experiment = self._experiment(uri, name)
+        experiment = await self._experiment(uri, name)
         if experiment is None:
             try:
-                return str(self.client(uri).post("experiments/create", {"name": name}, what)["experiment_id"])
+                created = await self.client(uri).post("experiments/create", {"name": name}, what)
+                return str(created["experiment_id"])
             except TrackingError as exc:
                 if exc.error_code not in _ALREADY_EXISTS:
                     raise
-            experiment = self._experiment(uri, name)
+            experiment = await self._experiment(uri, name)
             if experiment is None:
                 raise TrackingError(f"experiment {name!r} vanished while being created")
         if experiment.get("lifecycle_stage") != "active":
             raise TrackingError(f"experiment {name!r} is deleted in MLflow; restore it or use another name")
         return str(experiment["experiment_id"])
 
-    def _experiment(self, uri: str, name: str) -> dict[str, Any] | None:
+    async def _experiment(self, uri: str, name: str) -> dict[str, Any] | None:
         """Experiment `name` (deleted ones too), or None if there is none."""
         try:
-            found = self.client(uri).get("experiments/get-by-name", {"experiment_name": name}, f"experiment {name!r}")
+            found = await self.client(uri).get("experiments/get-by-name", {"experiment_name": name},
+                                               f"experiment {name!r}")
         except TrackingError as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
         return dict(found["experiment"])
 
-    def find_run(self, uri: str, experiment_id: str, uid: str) -> RunInfo | None:
+    async def find_run(self, uri: str, experiment_id: str, uid: str) -> RunInfo | None:
         """The run created earlier for TrainingRun `uid` (its tag is the idempotency key)."""
         query = {"experiment_ids": [experiment_id], "filter": naming.uid_filter(uid), "run_view_type": "ALL",
                  "max_results": 10}
-        runs = [r["info"] for r in self.client(uri).post("runs/search", query, "search for the TrainingRun's run")
-                .get("runs", [])]
+        found = await self.client(uri).post("runs/search", query, "search for the TrainingRun's run")
+        runs = [r["info"] for r in found.get("runs", [])]
         if not runs:
             return None
         # Only one is ever created; should a second exist, always pick the same one.
         first = min(runs, key=lambda r: (int(r.get("start_time") or 0), str(r["run_id"])))
         return RunInfo(str(first["run_id"]), experiment_id, str(first["status"]))
 
-    def lookup_run(self, uri: str, experiment: str, uid: str) -> RunInfo | None:
+    async def lookup_run(self, uri: str, experiment: str, uid: str) -> RunInfo | None:
         """The TrainingRun's run if one was created, without creating anything."""
-        found = self._experiment(uri, experiment)
+        found = await self._experiment(uri, experiment)
         if found is None:
             return None
-        return self.find_run(uri, str(found["experiment_id"]), uid)
+        return await self.find_run(uri, str(found["experiment_id"]), uid)
 
-    def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str], *,
-                   search: bool = True) -> tuple[RunInfo, bool]:
+    async def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str], *,
+                         search: bool = True) -> tuple[RunInfo, bool]:
         """(the TrainingRun's run, whether this call created it): found by its UID tag, else created with
         its tags. `search=False` skips the look-up, for a caller that knows no attempt was ever made."""
-        experiment_id = self.experiment_id(uri, experiment)
-        found = self.find_run(uri, experiment_id, uid) if search else None
+        experiment_id = await self.experiment_id(uri, experiment)
+        found = await self.find_run(uri, experiment_id, uid) if search else None
         if found is not None:
             return found, False
         # Tags travel with the create call: a run is never visible without its UID tag. user_id as
@@ -152,127 +151,94 @@ class Tracker:
         body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": _now_ms(),
                 "user_id": tags.get("mlflow.user", "unknown"), "tags": _pairs(tags)}
         try:
-            run = self.client(uri).post("runs/create", body, "create run")["run"]["info"]
+            run = (await self.client(uri).post("runs/create", body, "create run"))["run"]["info"]
         except TrackingError:
             # Perhaps the cached experiment was deleted meanwhile: look again (recreated, or a clear
             # "deleted" error) before reporting anything.
             self.forget_experiment(uri, experiment)
-            if self.experiment_id(uri, experiment) == experiment_id:
+            if await self.experiment_id(uri, experiment) == experiment_id:
                 raise
-            return self.ensure_run(uri, experiment, uid, run_name, tags, search=search)
+            return await self.ensure_run(uri, experiment, uid, run_name, tags, search=search)
         return RunInfo(str(run["run_id"]), experiment_id, str(run["status"])), True
 
-    def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
+    async def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
         """Log the params the run lacks (`fresh`: the run was just created, it lacks all of them)."""
-        logged = {} if fresh else _values(self._run(uri, run_id, "read run").get("data", {}).get("params", []))
+        run = {} if fresh else await self._run(uri, run_id, "read run")
+        logged = _values(run.get("data", {}).get("params", []))
         missing = {k: v for k, v in params.items() if k not in logged}
         items = _pairs(missing)
         for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self.client(uri).post("runs/log-batch",
-                                  {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}, "log params")
+            batch = {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}
+            await self.client(uri).post("runs/log-batch", batch, "log params")
 
-    def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
-        self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
+    async def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
+        await self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
 
-    def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
+    async def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
         """Set a final status unless the trainer already did (a final status in `replace` is overwritten);
         True if this call set it."""
         what = f"set run status {status}"
-        current = self._run(uri, run_id, what)["info"]["status"]
+        current = (await self._run(uri, run_id, what))["info"]["status"]
         if current == status or current not in ACTIVE_STATUSES | replace:
             return False
-        self.client(uri).post("runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()}, what)
+        await self.client(uri).post("runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()}, what)
         return True
 
-    def metrics(self, uri: str, run_id: str) -> dict[str, float]:
+    async def metrics(self, uri: str, run_id: str) -> dict[str, float]:
         """Latest value of each metric."""
-        latest = self._run(uri, run_id, "read metrics").get("data", {}).get("metrics", [])
+        latest = (await self._run(uri, run_id, "read metrics")).get("data", {}).get("metrics", [])
         # float(): MLflow writes NaN and infinities as strings.
         return {str(m["key"]): float(m["value"]) for m in latest}
 
-    def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
+    async def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
         """Epochs completed: distinct steps of the `epoch` metric, else of `loss`, else of any metric
         (Keras autolog and the stand-in trainer log one step per epoch)."""
         key = next((k for k in ("epoch", "loss") if k in metrics), min(metrics, default=None))
         if key is None:
             return 0
-        return len({int(m.get("step") or 0) for m in self._history(uri, run_id, key)})
+        return len({int(m.get("step") or 0) async for m in self._history(uri, run_id, key)})
 
-    def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
+    async def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
         """Register the run's model as a new version of `rule.name` (once per run); the version number."""
         client, what = self.client(uri), f"register model {rule.name!r}"
         versions = _pages(client, "GET", "model-versions/search", {"filter": f"name = '{_quote(rule.name)}'"},
                           "model_versions", what)
-        for version in versions:
+        async for version in versions:
             if version.get("run_id") == run_id:
                 return str(version["version"])
         try:
-            client.post("registered-models/create", {"name": rule.name}, what)
+            await client.post("registered-models/create", {"name": rule.name}, what)
         except TrackingError as exc:
             if exc.error_code not in _ALREADY_EXISTS:
                 raise
         body: dict[str, Any] = {"name": rule.name, "source": f"runs:/{run_id}/{rule.artifact_path}", "run_id": run_id}
         # MLflow 3 logs models as LoggedModels; link the version to it when there is one.
         query = {"experiment_ids": [experiment_id], "filter": f"name = '{_quote(rule.artifact_path)}'"}
-        for model in _pages(client, "POST", "logged-models/search", query, "models", what):
+        async for model in _pages(client, "POST", "logged-models/search", query, "models", what):
             info = model.get("info", {})
             if info.get("source_run_id") == run_id:
                 body.update(source=f"models:/{info['model_id']}", model_id=info["model_id"])
                 break
-        return str(client.post("model-versions/create", body, what)["model_version"]["version"])
+        return str((await client.post("model-versions/create", body, what))["model_version"]["version"])
 
-    def _run(self, uri: str, run_id: str, what: str) -> dict[str, Any]:
-        return dict(self.client(uri).get("runs/get", {"run_id": run_id}, what)["run"])
+    async def _run(self, uri: str, run_id: str, what: str) -> dict[str, Any]:
+        return dict((await self.client(uri).get("runs/get", {"run_id": run_id}, what))["run"])
 
-    def _history(self, uri: str, run_id: str, key: str) -> Iterator[dict[str, Any]]:
+    def _history(self, uri: str, run_id: str, key: str) -> AsyncIterator[dict[str, Any]]:
         params = {"run_id": run_id, "metric_key": key, "max_results": str(_HISTORY_PAGE)}
         return _pages(self.client(uri), "GET", "metrics/get-history", params, "metrics", "read metric history")
 
 
-class AsyncTracker:
-    """The Tracker for the async handlers: each call in a thread of `executor` (the MLflow client blocks), so
-    that kopf's event loop (its watches, every other run's handlers) never waits for MLflow."""
-
-    def __init__(self, tracker: Tracker, executor: concurrent.futures.Executor | None = None) -> None:
-        self.tracker, self._executor = tracker, executor
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    async def lookup_run(self, uri: str, experiment: str, uid: str) -> RunInfo | None:
-        return await self._call(self.tracker.lookup_run, uri, experiment, uid)
-
-    async def ensure_run(self, uri: str, experiment: str, uid: str, run_name: str, tags: Mapping[str, str], *,
-                         search: bool = True) -> tuple[RunInfo, bool]:
-        return await self._call(self.tracker.ensure_run, uri, experiment, uid, run_name, tags, search=search)
-
-    async def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
-        await self._call(self.tracker.log_params, uri, run_id, params, fresh=fresh)
-
-    async def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
-        await self._call(self.tracker.set_tag, uri, run_id, key, value)
-
-    async def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
-        return await self._call(self.tracker.terminate, uri, run_id, status, replace)
-
-    async def metrics(self, uri: str, run_id: str) -> dict[str, float]:
-        return await self._call(self.tracker.metrics, uri, run_id)
-
-    async def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
-        return await self._call(self.tracker.epochs_done, uri, run_id, metrics)
-
-    async def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
-        return await self._call(self.tracker.register, uri, run_id, experiment_id, rule)
-
-
-def _pages(client: RestClient, method: str, endpoint: str, query: Mapping[str, Any], field: str,
-           what: str) -> Iterator[dict[str, Any]]:
+async def _pages(client: RestClient, method: str, endpoint: str, query: Mapping[str, Any], field: str,
+                 what: str) -> AsyncIterator[dict[str, Any]]:
     """The items of every page of a search, following next_page_token (lazily: a caller may stop early)."""
     token = ""
     while True:
         page_query = {**query, "page_token": token} if token else dict(query)
-        page = client.get(endpoint, page_query, what) if method == "GET" else client.post(endpoint, page_query, what)
-        yield from page.get(field, [])
+        page = await (client.get(endpoint, page_query, what) if method == "GET"
+                      else client.post(endpoint, page_query, what))
+        for item in page.get(field, []):
+            yield item
         token = str(page.get("next_page_token") or "")
         if not token:
             return

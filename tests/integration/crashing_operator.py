@@ -26,7 +26,7 @@ sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 
 from kto_operator.api import JOBS, RUNS, Api  # noqa: E402  (after the block above, which must precede kopf's import)
 from kto_operator.main import main  # noqa: E402
-from kto_operator.tracking import AsyncTracker  # noqa: E402
+from kto_operator.tracking import Tracker  # noqa: E402
 
 POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
 logger = logging.getLogger("tests.crashing_operator")
@@ -69,7 +69,7 @@ def _creates_job(_self: Any, kind: Any, _manifest: Mapping[str, Any], _owner_uid
 
 def arm(point: str) -> None:
     if point == "run-created":
-        AsyncTracker.ensure_run = _after(AsyncTracker.ensure_run, point)
+        Tracker.ensure_run = _after(Tracker.ensure_run, point)
     elif point == "run-recorded":
         Api.patch = _after(Api.patch, point, _run_status_has("mlflow"))
     elif point == "job-created":

@@ -5,16 +5,36 @@ tests/integration/test_tracking_rest.py. And: the operator never imports mlflow.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 from kto_operator.mlflow_rest import ClientOptions, Credentials, Target, auth_header, error_for
 from kto_operator.tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError, redact
 
-from tests.helpers import Stub, free_port
+from tests.helpers import Stub, free_port, stub_server
+
+T = TypeVar("T")
+UID = "0f0e0d0c-1111-2222-3333-444455556666"
+
+
+def call(fn: Callable[[Tracker], Awaitable[T]], tracker: Tracker | None = None) -> T:
+    """fn(tracker) on a fresh event loop, the tracker closed after it (its connections belong to that loop)."""
+    used = tracker or Tracker()
+
+    async def main() -> T:
+        try:
+            return await fn(used)
+        finally:
+            await used.close()
+
+    return asyncio.run(main())
 
 
 def test_the_operator_never_imports_mlflow() -> None:
@@ -53,7 +73,7 @@ def test_only_http_tracking_uris(uri: str) -> None:
 
 def test_a_store_uri_fails_every_call_with_a_clear_message() -> None:
     with pytest.raises(TrackingError, match=r"http:// or https:// only"):
-        Tracker().experiment_id("sqlite:///tmp/mlflow.db", "x")
+        call(lambda t: t.experiment_id("sqlite:///tmp/mlflow.db", "x"))
 
 
 def test_target_takes_the_login_out_of_the_uri() -> None:
@@ -122,10 +142,16 @@ def test_a_refusal_that_is_not_mlflows_json() -> None:
     assert isinstance(error_for(503, b"<html>bad gateway</html>", "x"), MlflowUnavailable)
 
 
-def test_nothing_listening_is_unavailable() -> None:
-    options = ClientOptions(connect_timeout=2, read_timeout=2)
-    with pytest.raises(MlflowUnavailable, match="unreachable"):
-        Tracker(options).experiment_id(f"http://u:secret@127.0.0.1:{free_port()}", "x")
+@pytest.mark.parametrize("retries", [0, 2])
+def test_nothing_listening_is_unavailable_after_the_connect_retries(retries: int,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="httpcore.connection")  # httpcore logs each connection attempt
+    options = ClientOptions(connect_timeout=2, read_timeout=2, connect_retries=retries)
+    with pytest.raises(MlflowUnavailable, match="unreachable") as caught:
+        call(lambda t: t.experiment_id(f"http://u:secret@127.0.0.1:{free_port()}", "x"), Tracker(options))
+    assert "secret" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+    attempts = [r for r in caplog.records if r.getMessage().startswith("connect_tcp.started")]
+    assert len(attempts) == 1 + retries
 
 
 def test_requests_carry_the_environments_login_read_when_the_client_is_made(
@@ -133,7 +159,7 @@ def test_requests_carry_the_environments_login_read_when_the_client_is_made(
     tracker = Tracker()  # no environment read yet: a token set after this is still used
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0k")
     stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
-    assert tracker.metrics(f"http://127.0.0.1:{stub.port}/prefix/", "r1") == {}
+    assert call(lambda t: t.metrics(f"http://127.0.0.1:{stub.port}/prefix/", "r1"), tracker) == {}
     method, path, headers, _ = stub.seen[-1]
     assert (method, path) == ("GET", "/prefix/api/2.0/mlflow/runs/get?run_id=r1")
     assert headers["Authorization"] == "Bearer t0k" and headers["User-Agent"] == "kto-operator"
@@ -143,25 +169,75 @@ def test_a_login_in_the_uri_is_sent_and_never_shown(stub: Stub) -> None:
     uri = f"http://bob:s3cret@127.0.0.1:{stub.port}"
     stub.status, stub.body = 503, b"upstream down (bob:s3cret)"
     with pytest.raises(MlflowUnavailable) as caught:
-        Tracker().metrics(uri, "r1")
+        call(lambda t: t.metrics(uri, "r1"))
     assert stub.seen[-1][2]["Authorization"] == basic("bob", "s3cret")
     assert "HTTP 503" in str(caught.value)
     stub.status = 302
     stub.headers = {"Location": f"https://127.0.0.1:{stub.port}/"}
     with pytest.raises(TrackingError, match="redirects to https://") as redirected:
-        Tracker().metrics(uri, "r1")
+        call(lambda t: t.metrics(uri, "r1"))
     assert "s3cret" not in str(redirected.value)
 
 
 def test_an_answer_that_is_not_mlflows_api_is_a_tracking_error(stub: Stub) -> None:
     stub.body = b"<html>login</html>"
     with pytest.raises(TrackingError, match="other than MLflow's JSON API"):
-        Tracker().metrics(f"http://127.0.0.1:{stub.port}", "r1")
+        call(lambda t: t.metrics(f"http://127.0.0.1:{stub.port}", "r1"))
 
 
 def test_a_server_error_is_not_retried_inside_the_call(stub: Stub) -> None:
-    # The handlers retry with backoff; a retry here would hold a thread and could repeat a create.
+    # The handlers retry with backoff; a retry here would hold a handler slot and could repeat a create.
     stub.status, stub.body = 500, mlflow_error("INTERNAL_ERROR", "boom")
     with pytest.raises(MlflowUnavailable, match="INTERNAL_ERROR: boom"):
-        Tracker().ensure_run(f"http://127.0.0.1:{stub.port}", "e", "0f0e0d0c-1111-2222-3333-444455556666", "r", {})
+        call(lambda t: t.ensure_run(f"http://127.0.0.1:{stub.port}", "e", UID, "r", {}))
     assert len(stub.seen) == 1
+
+
+def test_a_refusal_over_the_wire_keeps_mlflows_error_code(stub: Stub) -> None:
+    stub.status, stub.body = 400, mlflow_error("INVALID_PARAMETER_VALUE", "bad run id")
+    with pytest.raises(TrackingError, match="INVALID_PARAMETER_VALUE: bad run id") as caught:
+        call(lambda t: t.set_tag(f"http://127.0.0.1:{stub.port}", "r1", "k", "v"))
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    method, path, headers, body = stub.seen[-1]
+    assert (method, path) == ("POST", "/api/2.0/mlflow/runs/set-tag")
+    assert json.loads(body) == {"run_id": "r1", "key": "k", "value": "v"}
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_params_go_in_batches_of_a_hundred(stub: Stub) -> None:
+    params = {f"p{i:03d}": str(i) for i in range(250)}
+    call(lambda t: t.log_params(f"http://127.0.0.1:{stub.port}", "r1", params, fresh=True))
+    batches = [json.loads(body)["params"] for _, _, _, body in stub.seen]
+    assert [len(b) for b in batches] == [100, 100, 50]
+    assert {p["key"]: p["value"] for b in batches for p in b} == params
+
+
+def test_epochs_done_counts_the_steps_of_the_epoch_metric(stub: Stub) -> None:
+    stub.body = json.dumps({"metrics": [{"step": 0}, {"step": 1}, {"step": 1}, {}]}).encode()
+    done = call(lambda t: t.epochs_done(f"http://127.0.0.1:{stub.port}", "r1", {"loss": 0.5, "epoch": 1.0}))
+    assert done == 2
+    assert "metric_key=epoch" in stub.seen[-1][1]
+    assert call(lambda t: t.epochs_done(f"http://127.0.0.1:{stub.port}", "r1", {})) == 0
+
+
+def test_concurrent_calls_share_one_pooled_client() -> None:
+    """A burst of calls to one server waits for the pool's connections instead of opening one per call."""
+    with stub_server(keep_alive=True) as stub:
+        stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
+        uri = f"http://127.0.0.1:{stub.port}"
+
+        async def burst(tracker: Tracker) -> bool:
+            first = tracker.client(uri)
+            await asyncio.gather(*(tracker.metrics(uri, f"r{i}") for i in range(12)))
+            return tracker.client(uri) is first
+
+        assert call(burst, Tracker(ClientOptions(pool_size=2)))
+        assert len(stub.seen) == 12 and len(set(stub.peers)) <= 2
+
+
+def test_a_closed_tracker_opens_a_new_client_when_called_again(stub: Stub) -> None:
+    tracker = Tracker()
+    uri = f"http://127.0.0.1:{stub.port}"
+    stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
+    assert call(lambda t: t.metrics(uri, "r1"), tracker) == {}
+    assert call(lambda t: t.metrics(uri, "r1"), tracker) == {}  # on another event loop, after close
