@@ -4,9 +4,9 @@ experiments created once under concurrency, deleted experiments refused. MLflow'
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,9 +19,45 @@ UID = "0f0e0d0c-1111-2222-3333-444455556666"
 TAGS = naming.run_tags(namespace="ns", name="run", uid=UID, job="run", image="img:1")
 
 
+class Blocking:
+    """A Tracker called from the synchronous tests: each call runs to its end on the test's one event loop,
+    which the tracker's connections belong to."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tracker: Tracker) -> None:
+        self.loop, self.tracker = loop, tracker
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.tracker, name)
+        return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
+
+
+Fresh = Callable[[], Blocking]
+
+
 @pytest.fixture
-def tracker() -> Tracker:
-    return Tracker()
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def fresh(loop: asyncio.AbstractEventLoop) -> Iterator[Fresh]:
+    """Makes new Trackers (a restarted operator, another replica), closed after the test."""
+    made: list[Tracker] = []
+
+    def make() -> Blocking:
+        made.append(Tracker())
+        return Blocking(loop, made[-1])
+
+    yield make
+    for tracker in made:
+        loop.run_until_complete(tracker.close())
+
+
+@pytest.fixture
+def tracker(fresh: Fresh) -> Blocking:
+    return fresh()
 
 
 @pytest.fixture
@@ -41,12 +77,13 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-def test_ensure_run_is_idempotent(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_ensure_run_is_idempotent(tracker: Blocking, fresh: Fresh, mlflow_uri: str, mlflow: Any,
+                                  exp: str) -> None:
     tags = {**TAGS, naming.TAG_UID: (run_uid := uid())}
     first, created = tracker.ensure_run(mlflow_uri, exp, run_uid, "run", tags)
     assert created is True and first.status == "RUNNING"
     # A fresh Tracker (a restarted operator) finds the same run by its UID tag; a trailing slash is the same server.
-    again, created = Tracker().ensure_run(mlflow_uri + "/", exp, run_uid, "run", tags)
+    again, created = fresh().ensure_run(mlflow_uri + "/", exp, run_uid, "run", tags)
     assert created is False
     assert again.run_id == first.run_id and again.experiment_id == first.experiment_id
     run = mlflow.get_run(first.run_id)
@@ -58,7 +95,7 @@ def test_ensure_run_is_idempotent(tracker: Tracker, mlflow_uri: str, mlflow: Any
     assert mlflow.get_experiment_by_name(f"{exp}-none") is None
 
 
-def test_without_search_a_second_run_would_be_created(tracker: Tracker, mlflow_uri: str, exp: str) -> None:
+def test_without_search_a_second_run_would_be_created(tracker: Blocking, mlflow_uri: str, exp: str) -> None:
     # Why the operator only skips the search when the status proves no earlier attempt.
     run_uid = uid()
     first, _ = tracker.ensure_run(mlflow_uri, exp, run_uid, "r", {naming.TAG_UID: run_uid}, search=False)
@@ -68,7 +105,7 @@ def test_without_search_a_second_run_would_be_created(tracker: Tracker, mlflow_u
     assert tracker.find_run(mlflow_uri, first.experiment_id, run_uid) == first
 
 
-def test_params_logged_once_and_completed(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_params_logged_once_and_completed(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, (run_uid := uid()), "r", {naming.TAG_UID: run_uid})
     tracker.log_params(mlflow_uri, run.run_id, {"a": "1"}, fresh=True)
     tracker.log_params(mlflow_uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # after a restart: the missing one
@@ -79,14 +116,14 @@ def test_params_logged_once_and_completed(tracker: Tracker, mlflow_uri: str, mlf
     assert str(caught.value).startswith("log params: ")
 
 
-def test_more_params_than_one_batch_takes(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_more_params_than_one_batch_takes(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     params = {f"p{i:03d}": str(i) for i in range(130)}  # MLflow takes at most 100 per log-batch
     tracker.log_params(mlflow_uri, run.run_id, params, fresh=True)
     assert mlflow.get_run(run.run_id).data.params == params
 
 
-def test_terminate_only_an_active_run(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_terminate_only_an_active_run(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is True
     assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED") is False
@@ -95,7 +132,7 @@ def test_terminate_only_an_active_run(tracker: Tracker, mlflow_uri: str, mlflow:
     assert info.status == "FAILED" and info.end_time >= info.start_time
 
 
-def test_terminate_replaces_only_the_final_statuses_it_is_told(tracker: Tracker, mlflow_uri: str, mlflow: Any,
+def test_terminate_replaces_only_the_final_statuses_it_is_told(tracker: Blocking, mlflow_uri: str, mlflow: Any,
                                                                exp: str) -> None:
     """A run of several workers: the operator's FAILED overwrites the KILLED of a worker stopped because another
     failed (MLflow's server accepts a new status on a finished run), never a FINISHED."""
@@ -110,7 +147,7 @@ def test_terminate_replaces_only_the_final_statuses_it_is_told(tracker: Tracker,
     assert mlflow.get_run(run.run_id).info.status == "FINISHED"
 
 
-def test_metrics_and_epochs_done(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_metrics_and_epochs_done(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     for step in range(4):
         mlflow.log_metric(run.run_id, "loss", 1 / (step + 1), step=step)
@@ -123,7 +160,8 @@ def test_metrics_and_epochs_done(tracker: Tracker, mlflow_uri: str, mlflow: Any,
     assert tracker.epochs_done(mlflow_uri, run.run_id, {}) == 0
 
 
-def test_register_once_per_run(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_register_once_per_run(tracker: Blocking, fresh: Fresh, mlflow_uri: str, mlflow: Any,
+                               exp: str) -> None:
     name = f"{exp}-model"
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     rule = RegisterRule(name=name, metric="test_accuracy", threshold=0.9)
@@ -132,10 +170,10 @@ def test_register_once_per_run(tracker: Tracker, mlflow_uri: str, mlflow: Any, e
     assert mlflow.get_model_version(name, "1").source == f"runs:/{run.run_id}/model"
     other, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     assert tracker.register(mlflow_uri, other.run_id, other.experiment_id, rule) == "2"
-    assert Tracker().register(mlflow_uri, run.run_id, run.experiment_id, rule) == "1"  # after a restart too
+    assert fresh().register(mlflow_uri, run.run_id, run.experiment_id, rule) == "1"  # after a restart too
 
 
-def test_register_links_the_runs_logged_model(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_register_links_the_runs_logged_model(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     name = f"{exp}-model"
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     other, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
@@ -148,24 +186,26 @@ def test_register_links_the_runs_logged_model(tracker: Tracker, mlflow_uri: str,
     assert registered.source == f"models:/{model.model_id}" and registered.run_id == run.run_id
 
 
-def test_concurrent_creators_share_one_experiment(mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_concurrent_creators_share_one_experiment(loop: asyncio.AbstractEventLoop, fresh: Fresh, mlflow_uri: str,
+                                                   mlflow: Any, exp: str) -> None:
     # Separate Trackers: several operator replicas (or a restart) racing on a new experiment's name.
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        ids = set(pool.map(lambda _: Tracker().experiment_id(mlflow_uri, exp), range(6)))
+    trackers = [fresh().tracker for _ in range(6)]
+    ids = set(loop.run_until_complete(asyncio.gather(*(t.experiment_id(mlflow_uri, exp) for t in trackers))))
     assert ids == {mlflow.get_experiment_by_name(exp).experiment_id}
 
 
-def test_deleted_experiment_is_a_tracking_error(tracker: Tracker, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_deleted_experiment_is_a_tracking_error(tracker: Blocking, fresh: Fresh, mlflow_uri: str, mlflow: Any,
+                                               exp: str) -> None:
     experiment_id = tracker.experiment_id(mlflow_uri, exp)
     mlflow.delete_experiment(experiment_id)
     # The cached id is stale: the create fails, the fresh look-up explains why.
     with pytest.raises(TrackingError, match="deleted"):
         tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     with pytest.raises(TrackingError, match="deleted"):
-        Tracker().experiment_id(mlflow_uri, exp)
+        fresh().experiment_id(mlflow_uri, exp)
 
 
-def test_unknown_run_is_a_tracking_error(tracker: Tracker, mlflow_uri: str) -> None:
+def test_unknown_run_is_a_tracking_error(tracker: Blocking, mlflow_uri: str) -> None:
     with pytest.raises(TrackingError, match="RESOURCE_DOES_NOT_EXIST") as caught:
         tracker.metrics(mlflow_uri, uuid.uuid4().hex)
     assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
