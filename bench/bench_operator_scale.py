@@ -6,7 +6,7 @@ Needs the bed (`make bed`). Fresh namespaces, each with a ResourceQuota of 0 pod
 pod ever starts (the figure is the operator, not the node; the 2-core machine stays calm).
   1. raw Jobs: N Jobs (the manifests the operator would build) created directly with the Python client by
      `--workers` threads, then by one thread; rate = N / (last Job seen by a watch - first request);
-  2. raw pipeline: N runs by `--workers` threads, each one MLflow `runs/create` (the operator's own REST
+  2. raw pipeline: N runs, `--workers` at a time, each one MLflow `runs/create` (the operator's own async REST
      client) then its Job carrying that run id: what any operator must do per run, without the operator;
   3. operator: `python -m kto_operator --namespace NS` (the integration tests' Operator); N TrainingRuns
      submitted by `--workers` threads; per run, latency = Job seen by a watch - just before its create
@@ -18,6 +18,7 @@ Targets (bench/targets.toml): operator/raw pipeline >= 0.8, operator CPU <= 10 m
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -86,33 +87,47 @@ def raw_rate(bed: Any, n: int, workers: int) -> dict[str, float]:
         ns.delete()
 
 
+async def _pipeline(uri: str, ns: BenchNamespace, experiment_id: str, n: int, workers: int) -> None:
+    """`workers` runs at a time: MLflow runs/create on the event loop (as the operator does), then the Job by
+    the Python client (it blocks) in one of `workers` threads."""
+    mlflow = RestClient(uri, ClientOptions(), {})
+    slots = asyncio.Semaphore(workers)
+    loop = asyncio.get_running_loop()
+
+    def create_job(manifest: dict[str, Any]) -> None:
+        # The body read: an unread response would cost a new TLS connection per create.
+        _ = ns.batch.create_namespaced_job(ns.name, manifest, _preload_content=False).data
+
+    async def one(i: int, pool: ThreadPoolExecutor) -> None:
+        async with slots:
+            uid = str(uuid.uuid4())
+            run = (await mlflow.post("runs/create", {
+                "experiment_id": experiment_id, "run_name": f"raw-{i:04d}", "start_time": int(time.time() * 1000),
+                "tags": [{"key": "kto.dev/uid", "value": uid}, {"key": "kto.dev/namespace", "value": ns.name}]},
+                "create run"))["run"]
+            await loop.run_in_executor(pool, create_job, raw_job(ns.name, i, run["info"]["run_id"], experiment_id))
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            await asyncio.gather(*(one(i, pool) for i in range(n)))
+    finally:
+        await mlflow.close()
+
+
 def pipeline_rate(bed: Any, n: int, workers: int) -> dict[str, Any]:
     """N runs done without the operator: per run one MLflow runs/create (the operator's REST client, tags
-    like the operator's) then its Job, by `workers` threads; rate = N / (last Job seen - first request)."""
+    like the operator's) then its Job, `workers` at a time; rate = N / (last Job seen - first request)."""
     from mlflow.tracking import MlflowClient
 
     ns = BenchNamespace(bed, "bench-pipe", no_pods=True)
     name = f"bench-pipeline-{ns.name}"
     experiment_id = MlflowClient(bed.env["MLFLOW_TRACKING_URI"]).create_experiment(name)
-    mlflow = RestClient(bed.env["MLFLOW_TRACKING_URI"], ClientOptions(), {})
     try:
         watcher = JsonJobWatcher(bed.api(), ns.name)
         watcher.start()
         watcher.ready.wait(30)
-
-        def one(i: int) -> None:
-            uid = str(uuid.uuid4())
-            run = mlflow.post("runs/create", {
-                "experiment_id": experiment_id, "run_name": f"raw-{i:04d}", "start_time": int(time.time() * 1000),
-                "tags": [{"key": "kto.dev/uid", "value": uid}, {"key": "kto.dev/namespace", "value": ns.name}]},
-                "create run")["run"]
-            manifest = raw_job(ns.name, i, run["info"]["run_id"], experiment_id)
-            # The body read: an unread response would cost a new TLS connection per create.
-            _ = ns.batch.create_namespaced_job(ns.name, manifest, _preload_content=False).data
-
         start = time.monotonic()
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(n)))
+        asyncio.run(_pipeline(bed.env["MLFLOW_TRACKING_URI"], ns, experiment_id, n, workers))
         poll(lambda: watcher.count() >= n, 300, f"{n} raw pipeline Jobs seen", 0.05)
         watcher.stop.set()
         elapsed = max(watcher.seen.values()) - start
