@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import kopf
@@ -52,6 +52,10 @@ EVENTS = create_namespaced_resource("", "v1", "Event", "events")
 CONFIGMAPS = create_namespaced_resource("", "v1", "ConfigMap", "configmaps")
 DEPLOYMENTS = create_namespaced_resource("apps", "v1", "Deployment", "deployments")
 STATEFULSETS = create_namespaced_resource("apps", "v1", "StatefulSet", "statefulsets")
+# kopf's peering objects (opt-in, crds/optional/kopf-peering.yaml): read by the sweep to act only when kopf does.
+PEERINGS = create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
+CLUSTER_PEERINGS: type[GenericGlobalResource] = create_global_resource(
+    "kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings")
 SELF_SUBJECT_REVIEWS: type[GenericGlobalResource] = create_global_resource(
     "authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", verbs=["post"])
 
@@ -68,6 +72,11 @@ class ApiError(Exception):
         self.status, self.reason, self.message = status, reason, message or reason
         # One line: these go to logs, Events and status.
         super().__init__(f"{status} {reason}: {self.message}")
+
+
+# What any call of this module may raise besides Conflict/JobConflict/JobRejected: the API server's answer, or
+# no answer at all.
+CALL_ERRORS: tuple[type[Exception], ...] = (ApiError, httpx.HTTPError)
 
 
 class Conflict(RuntimeError):
@@ -188,7 +197,10 @@ class Api:
             config = config._replace(user=User())
         if inner is None:
             verify = verify_cluster(config.cluster, config.user, config.abs_file)
-            inner = httpx.AsyncHTTPTransport(verify=verify, limits=httpx.Limits(max_connections=options.pool_size))
+            # Idle connections kept a minute (httpx's default is 5 s): the sweep's calls come every few seconds, and
+            # a new TLS handshake costs more CPU than the request. The API server keeps them 90 s.
+            limits = httpx.Limits(max_connections=options.pool_size, keepalive_expiry=60.0)
+            inner = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, token_file(config))),
                    options)
@@ -196,11 +208,14 @@ class Api:
     async def close(self) -> None:
         await self.client.close()
 
-    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object, None when there is none (404)."""
+    async def get(self, kind: Kind | type[GenericGlobalResource], namespace: str | None,
+                  name: str) -> dict[str, Any] | None:
+        """The object (namespace None: a cluster-scoped kind), None when there is none (404)."""
         try:
             with _errors():
-                return dict(await self.client.get(kind, name, namespace=namespace))
+                if namespace is None:
+                    return dict(await self.client.get(cast(type[GenericGlobalResource], kind), name))
+                return dict(await self.client.get(cast(Kind, kind), name, namespace=namespace))
         except ApiError as err:
             if err.status == 404:
                 return None

@@ -1,4 +1,4 @@
-"""Per-TrainingRun serialisation of the async handlers (a pod event, a timer tick and a create handler of the
+"""Per-TrainingRun serialisation of the async handlers (a pod event, the sweep and a create handler of the
 same run may arrive together, and each awaits the API server and MLflow in between)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 
 class KeyedLocks:
-    """One lock per TrainingRun, so that a pod event, a timer tick and a handler never interleave.
+    """One lock per TrainingRun, so that a pod event, the sweep and a handler never interleave.
 
     An entry lives only while someone holds or waits for its lock: a run's last event (a follow after
     its deletion) must not leave a lock behind, or a long-lived operator grows with every run it saw.

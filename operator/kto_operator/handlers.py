@@ -11,25 +11,17 @@ from typing import Any
 
 import kopf
 
-from . import api, connection, deletion, identity, naming, reconcile, views
+from . import api, connection, deletion, identity, naming, reconcile, sweep, views
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
-from .status import RUNNING, TERMINAL_PHASES
 from .tracking import ClientOptions, Tracker
 
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
-# Progress and resync period of a Running run. Between ticks, Job and pod events drive the updates.
-FOLLOW_INTERVAL = 5.0
-# Resync period of a run whose Job exists but whose trainer is not running yet: its Job and pod events
-# drive it; the resync only catches a missed event and times the image-pull fail-fast. Slower than
-# FOLLOW_INTERVAL because such runs pile up in a burst, and their requests must not starve the Job
-# creations of the burst itself.
-RESYNC_INTERVAL = 15.0
 # Retry delay of a handler that failed on anything but a kopf.TemporaryError (in practice: the API server
 # unreachable or restarting). Well under kopf's default of 60 s, which would leave statuses stale for a
-# minute after the API server is back; and no longer than the timers' own intervals.
+# minute after the API server is back; and no longer than the sweep's intervals.
 ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
@@ -52,7 +44,7 @@ def _platform_gate(kube: api.Api) -> reconcile.PlatformGate:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
     try:
         ours = OperatorSettings.from_env(os.environ, namespace=memo.get("namespace"))
@@ -92,17 +84,43 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
     memo.trainingruns = reconcile.Context(settings=ours, kube=kube, tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(kube))
+    memo.sweep = sweep.Sweep(kwargs["live_trainingruns"], _sweep_follow(memo, kwargs), kube,
+                             _peering(settings, memo))
+    memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
                 "/".join(own) if own else "(none: a user's credentials)")
 
 
 @kopf.on.cleanup()
-async def close_tracker(memo: Any, **_: Any) -> None:
-    """Close the MLflow connections (the Kubernetes one is `connection`'s to close)."""
+async def shutdown(memo: Any, **_: Any) -> None:
+    """Stop the sweep and its follows, then close the MLflow connections (the Kubernetes one is
+    `connection`'s to close)."""
+    task: asyncio.Task[None] | None = memo.pop("sweep_task", None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await memo.sweep.stop()
     ctx: reconcile.Context | None = memo.get("trainingruns")
     if ctx is not None:
         await ctx.tracker.close()
+
+
+def _peering(settings: kopf.OperatorSettings, memo: Any) -> sweep.Peering | None:
+    """The peering object kopf keeps its keep-alives in (kopf.run put its name and our priority in settings)."""
+    if settings.peering.standalone:
+        return None
+    namespace = None if settings.peering.clusterwide else memo.get("namespace")
+    return sweep.Peering(settings.peering.name, namespace, settings.peering.priority)
+
+
+def _sweep_follow(memo: Any, indexes: dict[str, Any]) -> sweep.Follow:
+    """The sweep's follow: that of the handlers, with the indexes kopf handed the startup handler (live)."""
+
+    async def follow(namespace: str, name: str, with_progress: bool) -> None:
+        await _follow(memo, namespace, name, indexes, with_progress=with_progress)
+
+    return follow
 
 
 # kopf's indexes (kept from the watches it runs anyway): a follow reads its TrainingRun, Job and pods from them.
@@ -139,16 +157,6 @@ def _ctx(memo: Any, namespace: str | None) -> tuple[reconcile.Context, str]:
     return ctx, namespace
 
 
-def _running(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") == RUNNING
-
-
-def _waiting(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """A Job exists (or a cancel waits for MLflow) and the trainer does not run: Pending, or ended and
-    waiting for MLflow to record it. Other runs without a Job are the start handler's (kopf retries it)."""
-    return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
-
-
 async def _follow(memo: Any, namespace: str | None, name: str, kwargs: dict[str, Any], *,
                   with_progress: bool) -> None:
     ctx, ns = _ctx(memo, namespace)
@@ -176,18 +184,6 @@ async def spec_changed(namespace: str | None, name: str, diff: kopf.Diff, body: 
     if ignored:
         kopf.warn(body, reason="SpecChangeIgnored",
                   message=f"{', '.join(ignored)} changed after creation: ignored; create a new TrainingRun")
-    await _follow(memo, namespace, name, kwargs, with_progress=False)
-
-
-@kopf.timer(*TR, interval=FOLLOW_INTERVAL, initial_delay=FOLLOW_INTERVAL, when=_running, backoff=ERROR_BACKOFF)
-async def tick(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    """Progress from MLflow, and a resync in case a Job or pod event was missed."""
-    await _follow(memo, namespace, name, kwargs, with_progress=True)
-
-
-@kopf.timer(*TR, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, when=_waiting, backoff=ERROR_BACKOFF)
-async def resync(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    """A Pending run with a Job: catch a missed event, fail an image that never pulls."""
     await _follow(memo, namespace, name, kwargs, with_progress=False)
 
 

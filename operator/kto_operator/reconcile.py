@@ -96,7 +96,7 @@ async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mes
                   start_time: str | None = None, ready: str | None = None, **fields: Any) -> bool:
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
     final metrics, model registration; then the status (with `fields`). With MLflow down the status keeps its
-    phase (reason MlflowUnavailable) so that the timer tries again: a run never stays RUNNING in MLflow.
+    phase (reason MlflowUnavailable) so that the sweep tries again: a run never stays RUNNING in MLflow.
     Raises Stale for a TrainingRun copied from a watch: the MLflow run is closed once, on the stored state."""
     if tr.get(UNCONFIRMED):
         raise Stale(tr["metadata"]["name"])
@@ -241,7 +241,7 @@ async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, An
         # Refused for good: no retry can make the Job valid, so the run fails with the API server's reason.
         if not await _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}",
                              **run_fields):
-            # MLflow unreachable: no timer follows a run without a Job, so the start handler tries again.
+            # MLflow unreachable: the sweep follows no run without a Job, so the start handler tries again.
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
                 from exc
         return False
@@ -266,7 +266,7 @@ async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_
             await _follow_once(ctx, views, namespace, name, with_progress=progress)
             progress = ctx.coalescer.again(key)
     finally:
-        while progress is not None:  # after an error: release the key (the next event or tick retries)
+        while progress is not None:  # after an error: release the key (the next event or sweep retries)
             progress = ctx.coalescer.again(key)
 
 
@@ -363,7 +363,7 @@ async def _cancel(ctx: Context, views: Views, tr: dict[str, Any]) -> None:
         _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted (cancel)")
     live = await refusals.live_pods(ctx.kube, tr)
     if live:
-        # Pod deletion events (and the timer) bring us back here.
+        # Pod deletion events (and the sweep) bring us back here.
         await _write(ctx, tr, _phase(tr) or status.PENDING, "Cancelling", f"stopping pod {', '.join(live)}")
         return
     if not _run_ids(tr).get("runId"):

@@ -146,10 +146,10 @@ def tracebacks(log: str) -> list[str]:
     return ["\n".join(lines[max(0, i - 1): i + 12]) for i, line in enumerate(lines) if TRACEBACK in line]
 
 
-def handler_lines(log: str, handlers: Iterable[str] = ("start", "tick", "job_changed", "pod_changed")) -> int:
+def handler_lines(log: str, handlers: Iterable[str] = ("start", "job_changed", "pod_changed")) -> int:
     """How many handler outcomes of the TrainingRun handlers an operator log shows (kopf logs each as
     `Handler 'name' succeeded.` or `... failed ...`): zero for a replica that never acted."""
-    pattern = re.compile(r"(Handler|Timer) '({})'".format("|".join(map(re.escape, handlers))))
+    pattern = re.compile(r"Handler '({})'".format("|".join(map(re.escape, handlers))))
     return len(pattern.findall(log))
 
 

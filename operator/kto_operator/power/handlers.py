@@ -13,7 +13,6 @@ Imported by the operator's main (same process as the TrainingRun handlers); also
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from typing import Any
@@ -82,10 +81,32 @@ async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, m
     ctx.nudge_namespace(namespace)
 
 
+@kopf.index(*TR)
+def power_runs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """Every TrainingRun of a namespace, as much of it as the power rule reads (final ones included: the
+    last run's end is when the platform became idle)."""
+    return {namespace: history.summary(body)}
+
+
+async def _pause(nudge: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Until the next pass is due, a nudge comes or the daemon is stopped, whichever is first."""
+
+    async def stop() -> None:
+        await stopped.wait()
+
+    waiters = [asyncio.create_task(nudge.wait()), asyncio.create_task(stop())]
+    try:
+        await asyncio.wait(waiters, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
 @kopf.daemon(*POWER, id="power", cancellation_timeout=10.0)
 async def power_daemon(
     stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: Any,
-    logger: kopf.Logger, **_: Any,
+    logger: kopf.Logger, **kwargs: Any,
 ) -> None:
     assert namespace, "PowerSchedule is namespaced"
     ctx = _ctx(memo)
@@ -93,9 +114,14 @@ async def power_daemon(
     nudge = ctx.nudges.setdefault(key, asyncio.Event())
     lock = ctx.pass_lock(key)
 
+    index: kopf.Index[str | None, dict[str, Any]] = kwargs["power_runs"]  # kopf hands indexes by name
+
+    def runs() -> list[dict[str, Any]]:
+        return list(index.get(namespace, ()))
+
     async def one_pass() -> float:
         async with lock:
-            return await Pass(ctx.kube, ctx.settings, namespace, name, ctx.clock(), emit, ctx.metrics).run()
+            return await Pass(ctx.kube, ctx.settings, namespace, name, ctx.clock(), emit, ctx.metrics, runs).run()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
@@ -111,10 +137,8 @@ async def power_daemon(
                 logger.warning("power pass failed: %s", err)  # ApiError: one line, no headers
                 wait = 2.0
             logger.debug("power pass took %.3f s; next in %.1f s", time.monotonic() - started, wait)
-            deadline = time.monotonic() + wait
-            while not stopped and not nudge.is_set() and (left := deadline - time.monotonic()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(nudge.wait(), timeout=min(left, 1.0))
+            if not stopped and not nudge.is_set():
+                await _pause(nudge, stopped, wait)
     finally:
         ctx.nudges.pop(key, None)
 

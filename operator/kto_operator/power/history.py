@@ -33,6 +33,14 @@ def is_active(run: Mapping[str, Any]) -> bool:
     return (run.get("status") or {}).get("phase") not in TERMINAL_PHASES
 
 
+def summary(run: Mapping[str, Any]) -> dict[str, Any]:
+    """What the power rule reads of a TrainingRun (is_active, last_run_activity): the power half's index entry."""
+    meta, status = run.get("metadata") or {}, run.get("status") or {}
+    keep = ("name", "creationTimestamp", "deletionTimestamp")
+    return {"metadata": {k: meta[k] for k in keep if k in meta},
+            "status": {k: status[k] for k in ("phase", "completionTime") if k in status}}
+
+
 def active_runs(runs: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(sorted(r["metadata"]["name"] for r in runs if is_active(r)))
 

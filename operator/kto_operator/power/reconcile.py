@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -54,17 +54,19 @@ class Pass:
     """One pass over one PowerSchedule (state kept only for the duration of the pass)."""
 
     def __init__(self, kube: Api, settings: PowerSettings, ns: str, name: str, now: datetime, emit: Emit,
-                 metrics: PowerMetrics):
+                 metrics: PowerMetrics, runs: Callable[[], Iterable[Mapping[str, Any]]]):
+        """`runs`: the namespace's TrainingRuns as watched (history.summary of each)."""
         self.kube, self.settings, self.ns, self.name, self.now, self.emit = kube, settings, ns, name, now, emit
-        self.metrics = metrics
+        self.metrics, self.runs = metrics, runs
         self.status: dict[str, Any] = {}
         self.new: dict[str, Any] = {}
         self.warn_reason: str | None = None  # a Warning Event goes with a new message of this reason
 
     # ---------------------------------------------------------------------------------------------
     async def run(self) -> float:
-        # One round trip: the namespace's PowerSchedules (this one included, read fresh) and its runs.
-        powers, runs = await asyncio.gather(self.kube.list(api.POWERS, self.ns), self.kube.list(api.RUNS, self.ns))
+        # The namespace's PowerSchedules read fresh (this one's status is the state machine's); its runs as
+        # watched: before the workloads go to sleep, `step` looks at them once more, fresh.
+        powers, runs = await self.kube.list(api.POWERS, self.ns), list(self.runs())
         power = next((p for p in powers if p["metadata"]["name"] == self.name), None)
         if power is None or power["metadata"].get("deletionTimestamp"):
             return self.settings.max_wait

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -144,6 +145,11 @@ class Clock:
         return [r for _, r, _ in self.events]
 
 
+def runs(kube: FakeKube) -> Callable[[], list[dict[str, Any]]]:
+    """The power half's index of TrainingRuns, as the watch would hold it."""
+    return lambda: [history.summary(r) for r in kube.list_runs(NS)]
+
+
 SETTINGS = PowerSettings(ready_timeout=300.0)
 METRICS = PowerMetrics(CollectorRegistry())
 
@@ -153,7 +159,7 @@ def run_until_stable(kube: FakeKube, clock: Clock, name: str = "power", passes: 
     wait = 0.0
     for _ in range(passes):
         before = copy.deepcopy(kube.status(name))
-        wait = asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, name, clock.now, clock.emit, METRICS).run())
+        wait = asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, name, clock.now, clock.emit, METRICS, runs(kube)).run())
         if settle:
             kube.settle()
         settled = kube.status(name).get("state") not in ("WakingUp", "GoingToSleep")
@@ -223,7 +229,7 @@ def test_wake_waits_for_statefulsets_ready_before_deployments(platform: tuple[Fa
     switch(kube, "on")
     clock.now += timedelta(minutes=1)
     for _ in range(5):  # no settling: the StatefulSet never becomes Ready
-        asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, "power", clock.now, clock.emit, METRICS).run())
+        asyncio.run(Pass(cast(Api, kube), SETTINGS, NS, "power", clock.now, clock.emit, METRICS, runs(kube)).run())
     assert kube.status()["state"] == "WakingUp"
     assert kube.replicas(STATEFULSET, "mysql") == 1
     assert kube.replicas(DEPLOYMENT, "mlflow") == 0  # not before the database is Ready

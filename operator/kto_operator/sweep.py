@@ -1,0 +1,164 @@
+"""One periodic pass over the live TrainingRuns, instead of a kopf timer per run.
+
+Job and pod events drive a run's updates; the sweep adds what events cannot bring: the MLflow progress of a
+Running run every FOLLOW_INTERVAL, and a resync of a run that has a Job but no running trainer (a missed
+event, the image-pull fail-fast deadline) every RESYNC_INTERVAL. Each run keeps its own phase within the
+interval (from its UID), so a thousand runs spread their follows evenly instead of firing together. One task
+serves every run: a kopf timer costs a task, a stopper and a copy of the body per run and per timer.
+
+With peering (several replicas), the sweep acts only where kopf lets the handlers act: kopf pauses a replica
+while a live peer has a higher priority, and the sweep reads the same peering object by the same rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import math
+import zlib
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from . import api, times
+from .status import RUNNING, TERMINAL_PHASES
+
+logger = logging.getLogger(__name__)
+
+# How often the sweep looks for due runs: the precision of the intervals below.
+TICK = 1.0
+# Progress (MLflow metrics) and resync period of a Running run.
+FOLLOW_INTERVAL = 5.0
+# Resync period of a run whose Job exists but whose trainer is not running yet. Slower than FOLLOW_INTERVAL
+# because such runs pile up in a burst, and their requests must not starve the Job creations of the burst.
+RESYNC_INTERVAL = 15.0
+# How long the peering answer is trusted: kopf itself reacts to a peer's keep-alive within seconds.
+PEERING_RECHECK = 5.0
+
+Follow = Callable[[str, str, bool], Coroutine[Any, Any, None]]  # (namespace, name, with_progress)
+
+
+def running(status: Mapping[str, Any]) -> bool:
+    return status.get("phase") == RUNNING
+
+
+def waiting(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """A Job exists (or a cancel waits for MLflow) and the trainer does not run: Pending, or ended and waiting
+    for MLflow to record it. Other runs without a Job are the start handler's (kopf retries it)."""
+    return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
+
+
+def offset(uid: str, interval: float) -> float:
+    """The run's own phase within `interval`: stable across sweeps and restarts, spread over the runs."""
+    return (zlib.crc32(uid.encode()) % 1000) / 1000 * interval
+
+
+def crossed(uid: str, interval: float, previous: float, now: float) -> bool:
+    """True when the run's next time (every `interval`, at its own offset) falls in (previous, now]."""
+    shift = offset(uid, interval)
+    return math.floor((now - shift) / interval) > math.floor((previous - shift) / interval)
+
+
+def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[tuple[str, str, bool]]:
+    """(namespace, name, with_progress) of the runs to follow at `now`, the previous sweep being at `previous`."""
+    found = []
+    for tr in runs:
+        meta, spec, status = tr["metadata"], tr.get("spec") or {}, tr.get("status") or {}
+        if running(status):
+            if crossed(meta["uid"], FOLLOW_INTERVAL, previous, now):
+                found.append((meta["namespace"], meta["name"], True))
+        elif waiting(spec, status) and crossed(meta["uid"], RESYNC_INTERVAL, previous, now):
+            found.append((meta["namespace"], meta["name"], False))
+    return found
+
+
+def outranked(peers: Mapping[str, Any], priority: int, now: datetime.datetime) -> bool:
+    """kopf's pause rule: a live peer (last seen within its lifetime) of a higher priority than ours."""
+    for peer in peers.values():
+        if not isinstance(peer, Mapping):
+            continue
+        seen = times.parse_time(str(peer.get("lastseen") or ""))
+        try:
+            alive = seen is not None and seen + datetime.timedelta(seconds=int(peer.get("lifetime", 60))) > now
+            if alive and int(peer.get("priority", 0)) > priority:
+                return True
+        except (TypeError, ValueError):
+            continue  # a peer entry that is not kopf's: ignored, as kopf ignores it
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Peering:
+    """The KopfPeering (namespaced operator) or ClusterKopfPeering (all namespaces) this replica belongs to."""
+
+    name: str
+    namespace: str | None
+    priority: int
+
+    async def acting(self, kube: api.Api, now: datetime.datetime) -> bool:
+        kind = api.PEERINGS if self.namespace else api.CLUSTER_PEERINGS
+        body = await kube.get(kind, self.namespace, self.name)
+        return not outranked((body or {}).get("status") or {}, self.priority, now)
+
+
+class Sweep:
+    """The task that follows due runs, read from kopf's index of live TrainingRuns."""
+
+    def __init__(self, runs: Mapping[Any, Iterable[Mapping[str, Any]]], follow: Follow, kube: api.Api,
+                 peering: Peering | None = None, loop_time: Callable[[], float] | None = None) -> None:
+        self.runs, self.follow, self.kube, self.peering = runs, follow, kube, peering
+        self.loop_time = loop_time or asyncio.get_running_loop().time
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._acting: tuple[float, bool] = (-math.inf, False)  # (checked at, answer)
+
+    async def run(self) -> None:
+        previous = self.loop_time()
+        while True:
+            await asyncio.sleep(TICK)
+            now = self.loop_time()
+            await self.once(previous, now)
+            previous = now
+
+    async def once(self, previous: float, now: float) -> None:
+        """Start the follows due in (previous, now]; they run in the background."""
+        found = due((tr for entries in list(self.runs.values()) for tr in entries), previous, now)
+        if found and await self._may_act(now):
+            for namespace, name, with_progress in found:
+                self._spawn(namespace, name, with_progress)
+
+    async def _may_act(self, now: float) -> bool:
+        if self.peering is None:
+            return True
+        checked, answer = self._acting
+        if now - checked >= PEERING_RECHECK:
+            try:
+                answer = await self.peering.acting(self.kube, times.now())
+            except api.CALL_ERRORS as exc:
+                logger.warning("peering %s unreadable, not sweeping: %s", self.peering.name, exc)
+                answer = False
+            self._acting = (now, answer)
+        return answer
+
+    def _spawn(self, namespace: str, name: str, with_progress: bool) -> None:
+        task = asyncio.create_task(self.follow(namespace, name, with_progress), name=f"sweep {namespace}/{name}")
+        self.in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        if task.cancelled():
+            return
+        # Either way the run's next turn (or its next event) tries again.
+        exc = task.exception()
+        if isinstance(exc, (*api.CALL_ERRORS, kopf.TemporaryError)):
+            logger.warning("%s: %s", task.get_name(), exc)
+        elif exc is not None:
+            logger.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+
+    async def stop(self) -> None:
+        for task in list(self.in_flight):
+            task.cancel()
+        await asyncio.gather(*self.in_flight, return_exceptions=True)

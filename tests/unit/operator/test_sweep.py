@@ -1,0 +1,156 @@
+"""The sweep that replaces per-run timers: which runs are due when, spread over time, and the peering rule."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import itertools
+from typing import Any
+
+import httpx
+import pytest
+from kto_operator import api, sweep
+
+NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+def run(name: str, phase: str | None = None, job: bool = True, cancel: bool = False) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if phase:
+        status["phase"] = phase
+    if job:
+        status["jobName"] = name
+    spec = {"cancel": True} if cancel else {}
+    return {"metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}"}, "spec": spec, "status": status}
+
+
+def turns(uid: str, interval: float, seconds: int) -> list[int]:
+    """The 1 s ticks (0..seconds) at which a run is due."""
+    return [t for t in range(1, seconds + 1) if sweep.crossed(uid, interval, t - 1, t)]
+
+
+@pytest.mark.parametrize("uid", ["a", "b", "0f3c9d2e-1111-2222-3333-444455556666", ""])
+@pytest.mark.parametrize("interval", [sweep.FOLLOW_INTERVAL, sweep.RESYNC_INTERVAL])
+def test_each_run_is_due_once_per_interval_at_its_own_phase(uid: str, interval: float) -> None:
+    due_at = turns(uid, interval, 300)
+    assert len(due_at) == 300 // interval
+    assert {b - a for a, b in itertools.pairwise(due_at)} == {interval}
+
+
+def test_a_missed_tick_is_not_lost_and_not_doubled() -> None:
+    # A sweep late by 7 s (a busy event loop) still serves every run once, never twice.
+    uids = [f"r{i}" for i in range(200)]
+    late = [u for u in uids if sweep.crossed(u, sweep.FOLLOW_INTERVAL, 10.0, 17.0)]
+    assert late == uids
+
+
+def test_runs_spread_over_the_interval() -> None:
+    per_tick = collections.Counter(t for i in range(1000) for t in turns(f"uid-{i}", sweep.RESYNC_INTERVAL, 15))
+    assert sum(per_tick.values()) == 1000
+    # Evenly spread: no tick serves more than twice its share (1000 / 15 = 67).
+    assert max(per_tick.values()) <= 2 * 1000 / sweep.RESYNC_INTERVAL
+
+
+def test_running_runs_get_progress_waiting_runs_a_resync_others_nothing() -> None:
+    runs = [run("running", "Running"), run("pending", "Pending"), run("done", "Succeeded"),
+            run("nojob", "Pending", job=False), run("cancel", "Pending", job=False, cancel=True),
+            run("fresh", job=False)]
+    seen: dict[tuple[str, bool], int] = collections.Counter()
+    for t in range(1, 61):
+        for ns, name, progress in sweep.due(runs, t - 1, t):
+            assert ns == "ns"
+            seen[(name, progress)] += 1
+    assert seen == {("running", True): 12, ("pending", False): 4, ("cancel", False): 4}
+
+
+def peer(priority: int, seen: datetime.datetime, lifetime: int = 60) -> dict[str, Any]:
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+
+
+@pytest.mark.parametrize(("peers", "paused"), [
+    ({}, False),
+    ({"me": peer(5, NOW)}, False),
+    ({"me": peer(5, NOW), "other": peer(9, NOW)}, True),
+    ({"me": peer(5, NOW), "other": peer(9, NOW - datetime.timedelta(seconds=61))}, False),  # dead
+    ({"me": peer(5, NOW), "other": peer(9, NOW - datetime.timedelta(seconds=30), lifetime=15)}, False),
+    ({"me": peer(5, NOW), "other": peer(5, NOW)}, False),  # same priority: kopf warns and goes on
+    ({"me": peer(5, NOW), "other": peer(1, NOW)}, False),
+    ({"other": {"priority": 9, "lastseen": NOW.replace(tzinfo=None).isoformat()}}, True),  # naive = UTC
+    ({"junk": "text", "bad": {"priority": "x", "lastseen": NOW.isoformat()}, "nolastseen": {"priority": 9}}, False),
+])
+def test_peering_pauses_like_kopf(peers: dict[str, Any], paused: bool) -> None:
+    assert sweep.outranked(peers, 5, NOW) is paused
+
+
+class FakeKube:
+    def __init__(self, body: dict[str, Any] | Exception | None) -> None:
+        self.body, self.gets = body, 0
+
+    async def get(self, kind: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self.gets += 1
+        assert (kind, namespace, name) == (api.PEERINGS, "ns", "kto")
+        if isinstance(self.body, Exception):
+            raise self.body
+        return self.body
+
+
+def sweep_once(kube: FakeKube | None, ticks: list[tuple[float, float]],
+               runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    followed: list[tuple[str, str, bool]] = []
+
+    async def follow(namespace: str, name: str, with_progress: bool) -> None:
+        followed.append((namespace, name, with_progress))
+
+    async def main() -> None:
+        peering = sweep.Peering("kto", "ns", 5) if kube is not None else None
+        s = sweep.Sweep({("ns", r["metadata"]["name"]): [r] for r in runs}, follow, kube, peering)  # type: ignore[arg-type]
+        for previous, now in ticks:
+            await s.once(previous, now)
+        await asyncio.gather(*s.in_flight)
+
+    asyncio.run(main())
+    return followed
+
+
+def test_the_sweep_follows_due_runs_in_the_background() -> None:
+    runs = [run(f"r{i}", "Running") for i in range(20)]
+    assert sorted(sweep_once(None, [(0, sweep.FOLLOW_INTERVAL)], runs)) == \
+        sorted(("ns", f"r{i}", True) for i in range(20))
+
+
+def test_a_paused_replica_does_not_sweep_and_asks_the_peering_object_sparingly() -> None:
+    runs = [run(f"r{i}", "Running") for i in range(20)]
+    ticks = [(t - 1, t) for t in range(1, 11)]
+    outranked = FakeKube({"status": {"me": peer(5, datetime.datetime.now(datetime.UTC)),
+                                     "boss": peer(9, datetime.datetime.now(datetime.UTC))}})
+    assert sweep_once(outranked, ticks, runs) == []
+    assert outranked.gets == 2  # 10 s of ticks, one read per PEERING_RECHECK
+    leading = FakeKube({"status": {"me": peer(5, datetime.datetime.now(datetime.UTC))}})
+    assert len(sweep_once(leading, ticks, runs)) == 40
+    unreadable = FakeKube(httpx.ConnectError("refused"))
+    assert sweep_once(unreadable, ticks, runs) == []
+
+
+def test_a_failed_follow_is_logged_and_the_sweep_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    async def follow(namespace: str, name: str, with_progress: bool) -> None:
+        calls.append(name)
+        if name == "r0":
+            raise api.ApiError(500, "Internal", "etcd timeout")
+        if name == "r1":
+            raise KeyError("bug")
+
+    async def main() -> None:
+        s = sweep.Sweep({("ns", f"r{i}"): [run(f"r{i}", "Running")] for i in range(3)}, follow, None)  # type: ignore[arg-type]
+        await s.once(0, sweep.FOLLOW_INTERVAL)
+        await asyncio.gather(*s.in_flight, return_exceptions=True)
+        assert not s.in_flight
+
+    asyncio.run(main())
+    assert sorted(calls) == ["r0", "r1", "r2"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(warnings) == 1 and "etcd timeout" in warnings[0].getMessage() and warnings[0].exc_info is None
+    assert len(errors) == 1 and errors[0].exc_info is not None
