@@ -198,6 +198,10 @@ class Tracker:
             return 0
         return len({int(m.get("step") or 0) for m in self._history(uri, run_id, key)})
 
+    def history(self, uri: str, run_id: str, key: str) -> list[dict[str, Any]]:
+        """Every logged value of one metric (the console's chart)."""
+        return list(self._history(uri, run_id, key))
+
     def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
         """Register the run's model as a new version of `rule.name` (once per run); the version number."""
         client, what = self.client(uri), f"register model {rule.name!r}"
@@ -260,6 +264,9 @@ class AsyncTracker:
 
     async def epochs_done(self, uri: str, run_id: str, metrics: Mapping[str, float]) -> int:
         return await self._call(self.tracker.epochs_done, uri, run_id, metrics)
+
+    async def history(self, uri: str, run_id: str, key: str) -> list[dict[str, Any]]:
+        return await self._call(self.tracker.history, uri, run_id, key)
 
     async def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
         return await self._call(self.tracker.register, uri, run_id, experiment_id, rule)
