@@ -32,7 +32,7 @@ async function call(path, options) {
   }
   const response = await fetch(path, init);
   const body = await response.json().catch(() => ({}));
-  if (response.status === 401 && path !== "/api/session") signedOut("");
+  if (response.status === 401 && path !== "/api/session") resume();
   if (!response.ok) throw new ApiError(response.status, body.error || response.statusText);
   return body;
 }
@@ -73,6 +73,16 @@ function signedOut(message) {
   show("run-page", false);
   show("signin", true);
   $("signin-error").textContent = message || "";
+}
+
+// A session that ended (expired, signed out elsewhere, another user behind the oauth-proxy): ask again; behind
+// the proxy its forwarded token signs in by itself, otherwise the sign-in form shows.
+async function resume() {
+  try {
+    signedIn(await call("/api/session"));
+  } catch (err) {
+    signedOut(err.status === 401 ? "" : err.message);
+  }
 }
 
 async function signIn(event) {
@@ -339,11 +349,7 @@ async function start() {
   $("chart-metric").addEventListener("change", (e) => { state.chartMetric = e.target.value; refresh(); });
   $("namespace").addEventListener("change", (e) => { state.namespace = e.target.value; route(); });
   window.addEventListener("hashchange", () => { if (state.csrf) route(); });
-  try {
-    signedIn(await call("/api/session"));
-  } catch (err) {
-    signedOut(err.status === 401 ? "" : err.message);
-  }
+  await resume();
 }
 
 document.addEventListener("DOMContentLoaded", start);
