@@ -50,7 +50,7 @@ class FakeUserApi:
         return USERS[self.token]
 
     def _write(self, verb: str, resource: str) -> None:
-        name, may_write = self._user()
+        _, may_write = self._user()
         if not may_write:
             raise api.ApiError(403, "Forbidden", FORBIDDEN)
 
