@@ -235,7 +235,7 @@ def test_switch_run_again_and_history() -> None:
         again = await client.post(f"/api/namespaces/{NS}/runs/r1/rerun", json={"parameters": {"epochs": 5}},
                                   headers=headers)
         assert again.status == 201 and (await again.json())["name"] == "r1-x7k2p"
-        created: dict[str, Any] = world.calls[-1][2]
+        created = next(arg for _, call, arg in reversed(world.calls) if call == "create_run")
         assert created["spec"]["parameters"] == {"epochs": 5} and created["metadata"]["generateName"] == "r1-"
         chart = await (await client.get(f"/api/namespaces/{NS}/runs/r1/history")).json()
         assert chart == {"metric": "loss", "points": [{"step": 0, "value": 0.9}, {"step": 1, "value": 0.5}]}
