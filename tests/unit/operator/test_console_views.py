@@ -78,9 +78,10 @@ def test_chart_metric(metrics: dict[str, float], register: str | None, primary: 
 
 
 def test_history_points_by_step_latest_value_wins_and_junk_dropped() -> None:
-    history: list[dict[str, Any]] = [{"step": "1", "value": 0.5, "timestamp": 10}, {"step": 0, "value": 0.2, "timestamp": 5},
-               {"step": 1, "value": 0.6, "timestamp": 11}, {"step": 2, "value": "NaN", "timestamp": 12},
-               {"step": 3}]
+    history: list[dict[str, Any]] = [
+        {"step": "1", "value": 0.5, "timestamp": 10}, {"step": 0, "value": 0.2, "timestamp": 5},
+        {"step": 1, "value": 0.6, "timestamp": 11}, {"step": 2, "value": "NaN", "timestamp": 12},
+        {"step": 3}]
     assert views.history_points(history) == [{"step": 0, "value": 0.2}, {"step": 1, "value": 0.6}]
 
 
