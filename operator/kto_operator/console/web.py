@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 from aiohttp import web
@@ -36,7 +36,7 @@ MAX_TOKEN_CHARS = 16384
 
 # (tracking URI, MLflow run id, metric key) -> the metric's history as MLflow returns it.
 HistoryFetcher = Callable[[str, str, str], Awaitable[list[dict[str, Any]]]]
-UserSession = Session[UserApi]
+UserSession: TypeAlias = Session[UserApi]
 
 
 @dataclasses.dataclass
