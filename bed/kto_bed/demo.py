@@ -30,6 +30,8 @@ from .paths import BedPaths, k8s_bin, repo_root
 NAMESPACE = "kto-demo"
 RUN = "cats-dogs-other-1"
 POWER = "platform"
+# The ServiceAccount whose token `make demo` prints for the web console (the namespace's `edit` rights).
+CONSOLE_USER = "console-demo"
 SECRETS_ENV = Path("manifests/platform/secrets/secrets.env")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
@@ -183,6 +185,15 @@ class Demo:
         self.wait(lambda: self.ready("deployment", "kto-operator"), 180, "deployment/kto-operator Ready")
         self.say("   operator running in a pod with ServiceAccount kto-operator (shipped Role only)")
 
+    def console_login(self) -> tuple[str, str]:
+        """The web console's URL and a token to sign in with: a ServiceAccount with the namespace's `edit`
+        rights (kto-edit is aggregated into it), as a course user would have."""
+        self.kubectl("create", "serviceaccount", CONSOLE_USER, "-n", self.ns, check=False)
+        self.kubectl("create", "rolebinding", f"{CONSOLE_USER}-edit", "--clusterrole=edit",
+                     f"--serviceaccount={self.ns}:{CONSOLE_USER}", "-n", self.ns, check=False)
+        token = self.kubectl("create", "token", CONSOLE_USER, "-n", self.ns, "--duration=24h").strip()
+        return self.service_url("kto-console", 8090), token
+
     def run_training(self, timeout: float) -> dict[str, Any]:
         self.kubectl("delete", "trainingrun", RUN, "-n", self.ns, "--ignore-not-found", "--wait=true")
         self.kubectl("apply", "-n", self.ns, "-k", str(self.overlays / "examples"), show=True)
@@ -314,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.step(7, f"Done in {time.monotonic() - t0:.0f} s. Everything is still running:")
     demo.say(f"   . .bed/env && kubectl get ktr,power,pods -n {args.namespace}")
     demo.say(f"   MLflow UI: {demo.mlflow_url}")
+    url, token = demo.console_login()
+    demo.say(f"   Web console: {url}/  (sign in with this token of ServiceAccount {CONSOLE_USER}, `edit` rights, "
+             "valid 24 h; a new one: kubectl create token console-demo -n NS):")
+    demo.say(f"   {token}")
     demo.say("   stop it all: make bed-down")
     return 0
 

@@ -58,6 +58,8 @@ CLUSTER_PEERINGS: type[GenericGlobalResource] = create_global_resource(
     "kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings")
 SELF_SUBJECT_REVIEWS: type[GenericGlobalResource] = create_global_resource(
     "authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", verbs=["post"])
+SELF_SUBJECT_ACCESS_REVIEWS: type[GenericGlobalResource] = create_global_resource(
+    "authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", verbs=["post"])
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 USER_AGENT = "kto-operator"
@@ -204,6 +206,19 @@ class Api:
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, token_file(config))),
                    options)
+
+    @classmethod
+    def for_token(cls, token: str, config: SingleConfig, options: Options = Options(),
+                  inner: httpx.AsyncBaseTransport | None = None) -> Api:
+        """A client of `config`'s cluster (its server and CA) that authenticates with `token` and nothing else:
+        no client certificate, no exec plugin, no token file of `config`'s (the console acts as its user, never
+        as the operator)."""
+        config = config._replace(user=User(token=token))
+        if inner is None:
+            verify = verify_cluster(config.cluster, config.user, config.abs_file)
+            inner = httpx.AsyncHTTPTransport(verify=verify, limits=httpx.Limits(max_connections=options.pool_size))
+        timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
+        return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, None)), options)
 
     async def close(self) -> None:
         await self.client.close()

@@ -14,8 +14,9 @@ import kopf
 
 from .identity import ensure_user_name
 
-# The modules whose import registers the handlers with kopf: TrainingRuns, then PowerSchedules.
-HANDLERS = ("kto_operator.handlers", "kto_operator.power.handlers")
+# The modules whose import registers the handlers with kopf: TrainingRuns, then PowerSchedules, then the web
+# console (it serves both halves' objects, in the process that is never put to sleep).
+HANDLERS = ("kto_operator.handlers", "kto_operator.power.handlers", "kto_operator.console.handlers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

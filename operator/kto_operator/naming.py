@@ -27,6 +27,8 @@ LABEL_TRAININGRUN = f"{GROUP}/trainingrun"
 LABEL_TRAININGRUN_UID = f"{GROUP}/trainingrun-uid"
 ANNOTATION_TRAININGRUN = f"{GROUP}/trainingrun-name"
 ANNOTATION_MLFLOW_RUN_ID = f"{GROUP}/mlflow-run-id"
+# On a TrainingRun made by the console's "run again": the name of the run it was made from.
+ANNOTATION_RERUN_OF = f"{GROUP}/rerun-of"
 
 # The recommended name label: the operator's own Deployment (never put to sleep), the Sandbox mode's switch.
 LABEL_NAME = "app.kubernetes.io/name"
@@ -47,6 +49,12 @@ ANNOTATION_SLEPT_BY = f"{GROUP}/slept-by"  # the PowerSchedule's name
 ANNOTATION_SLEPT_AT = f"{GROUP}/slept-at"  # RFC 3339 time of the sleep
 # Dailyclean's opt-out label (its users keep their labels): a workload labelled "false" never sleeps.
 LABEL_DAILYCLEAN = "axa.com/dailyclean"
+
+# The web console: its session cookie and the header that carries a session's CSRF token on every write; the
+# header an oauth-proxy in front of it forwards the signed-in user's token in.
+CONSOLE_COOKIE = "kto-console"
+CONSOLE_CSRF_HEADER = "X-CSRF-Token"
+CONSOLE_PROXY_TOKEN_HEADER = "X-Forwarded-Access-Token"
 
 # kopf bookkeeping lives in annotations under our group (the CRD's structural schema would prune
 # unknown status fields such as kopf's default `status.kopf`).

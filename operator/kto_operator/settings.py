@@ -60,6 +60,22 @@ class OperatorSettings:
     # (namespace, name) of the ServiceAccount the operator acts as, found at start-up (not from the
     # environment): trainer pods never run as it, or a TrainingRun would borrow the operator's rights.
     own_service_account: tuple[str, str] | None = None
+    # The web console (kto_operator.console): its port (0 turns it off) and address; served by the operator,
+    # which is never put to sleep, so the page answers while the platform sleeps.
+    console_port: int = 8090
+    console_host: str = "0.0.0.0"
+    # Take the user's token from the X-Forwarded-Access-Token header of an oauth-proxy in front of the console
+    # (OpenShift); off: users sign in with a token. The header only ever carries a token of the user's own.
+    console_oauth_proxy: bool = False
+    # A console session lasts this long, then the user signs in again (their token may have expired anyway).
+    console_session_seconds: int = 8 * 3600
+    # Namespaces the console shows: the operator's own, or these when it watches all namespaces.
+    console_namespaces: tuple[str, ...] = ()
+
+    @property
+    def console_scope(self) -> tuple[str, ...]:
+        """The namespaces the console serves."""
+        return (self.namespace,) if self.namespace else self.console_namespaces
 
     @property
     def ui_base(self) -> str:
@@ -88,11 +104,20 @@ class OperatorSettings:
             default_resources=_resources(env, "KTO_DEFAULT_RESOURCES"),
             default_pod_deadline=_optional_int(env, "KTO_DEFAULT_POD_DEADLINE_SECONDS", minimum=1),
             default_ttl=_optional_int(env, "KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED", minimum=0),
+            console_port=env_int(env, "KTO_CONSOLE_PORT", cls.console_port, minimum=0),
+            console_host=env.get("KTO_CONSOLE_HOST") or cls.console_host,
+            console_oauth_proxy=env_bool(env, "KTO_CONSOLE_OAUTH_PROXY", cls.console_oauth_proxy),
+            console_session_seconds=env_int(env, "KTO_CONSOLE_SESSION_SECONDS", cls.console_session_seconds,
+                                            minimum=60),
+            console_namespaces=tuple(n.strip() for n in (env.get("KTO_CONSOLE_NAMESPACES") or "").split(",")
+                                     if n.strip()),
         )
         # The operator talks to a tracking server (REST API) only: a file:// store in its own pod would be
         # invisible to the trainer pods anyway.
         if not settings.tracking_uri.startswith(("http://", "https://")):
             raise SettingsError(f"tracking URI must be http:// or https://, got {settings.tracking_uri!r}")
+        if settings.console_port > 65535:
+            raise SettingsError(f"KTO_CONSOLE_PORT must be <= 65535, got {settings.console_port}")
         if settings.mlflow_retry_max_delay < settings.mlflow_retry_delay:
             raise SettingsError("KTO_MLFLOW_RETRY_MAX_DELAY must be >= KTO_MLFLOW_RETRY_DELAY")
         return settings
@@ -126,6 +151,15 @@ def env_float(env: Mapping[str, str], key: str, default: float, minimum: float =
     if value < minimum:
         raise SettingsError(f"{key} must be >= {minimum}, got {value}")
     return value
+
+
+def env_bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = (env.get(key) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{key} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
 
 
 def _optional_int(env: Mapping[str, str], key: str, minimum: int) -> int | None:

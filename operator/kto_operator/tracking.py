@@ -198,6 +198,10 @@ class Tracker:
             return 0
         return len({int(m.get("step") or 0) async for m in self._history(uri, run_id, key)})
 
+    async def history(self, uri: str, run_id: str, key: str) -> list[dict[str, Any]]:
+        """Every logged value of one metric (the console's chart)."""
+        return [m async for m in self._history(uri, run_id, key)]
+
     async def register(self, uri: str, run_id: str, experiment_id: str, rule: RegisterRule) -> str:
         """Register the run's model as a new version of `rule.name` (once per run); the version number."""
         client, what = self.client(uri), f"register model {rule.name!r}"

@@ -39,6 +39,7 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.metrics_port = 0
+        self.console_port = 0  # the web console (tests/integration/test_console.py)
         self.log_path = log_dir / "operator-0.log"
 
     def start(self, crash_at: str | None = None, **env: str) -> Operator:
@@ -46,10 +47,11 @@ class Operator:
         tests/integration/crashing_operator.py)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
-        self.metrics_port, liveness = free_port(), free_port()
+        self.metrics_port, self.console_port, liveness = free_port(), free_port(), free_port()
         self.log_path = self.log_dir / f"operator-{self.starts}.log"
         full_env = {**os.environ, **self.bed.env, "KTO_MLFLOW_TRACKING_URI": self.bed.env["MLFLOW_TRACKING_URI"],
-                    "KTO_METRICS_PORT": str(self.metrics_port), "PYTHONUNBUFFERED": "1",
+                    "KTO_METRICS_PORT": str(self.metrics_port), "KTO_CONSOLE_PORT": str(self.console_port),
+                    "PYTHONUNBUFFERED": "1",
                     **self.extra_env, **env}
         entry = ["tests.integration.crashing_operator", crash_at] if crash_at else ["kto_operator"]
         with self.log_path.open("wb") as log:

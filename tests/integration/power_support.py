@@ -37,7 +37,8 @@ class PowerOperator:
         self.starts += 1
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
         env = {**os.environ, **self.bed.env, "PYTHONUNBUFFERED": "1", "KTO_POWER_POLL": "0.25",
-               "KTO_MLFLOW_TRACKING_URI": self.bed.env["MLFLOW_TRACKING_URI"], "KTO_METRICS_PORT": str(free_port())}
+               "KTO_MLFLOW_TRACKING_URI": self.bed.env["MLFLOW_TRACKING_URI"], "KTO_METRICS_PORT": str(free_port()),
+               "KTO_CONSOLE_PORT": str(free_port())}
         if self.full:
             cmd = [sys.executable, "-m", "kto_operator", "--namespace", self.namespace, "--liveness", liveness]
         else:

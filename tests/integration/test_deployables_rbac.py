@@ -71,7 +71,8 @@ class TokenOperator:
         liveness, metrics = _free_port(), _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "AWS_"))}
         env.update(KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
-                   KTO_MLFLOW_TRACKING_URI=self.bed.env["MLFLOW_TRACKING_URI"], KTO_METRICS_PORT=str(metrics))
+                   KTO_MLFLOW_TRACKING_URI=self.bed.env["MLFLOW_TRACKING_URI"], KTO_METRICS_PORT=str(metrics),
+                   KTO_CONSOLE_PORT="0")
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kto_operator", "--namespace", self.namespace,

@@ -202,6 +202,19 @@ def test_a_token_file_is_read_and_re_read(tmp_path: Path) -> None:
     assert run(api.connection_info(config(tmp_path, {"tokenFile": str(token)}))).token == "two"
 
 
+def test_a_users_client_sends_that_token_and_nothing_of_the_operators(tmp_path: Path) -> None:
+    """The console's client for a user: the operator's token file (or exec plugin) never replaces it."""
+    operator_token = tmp_path / "token"
+    operator_token.write_text("operator\n")
+    recorder = Recorder(lambda request: httpx.Response(200, json={}))
+    client = api.Api.for_token("users-token", config(tmp_path, {"tokenFile": str(operator_token)}),
+                               api.Options(token_max_age=0.0), inner=httpx.MockTransport(recorder))
+    run(client.get(api.PODS, "ns", "p"))
+    run(client.create(api.SELF_SUBJECT_ACCESS_REVIEWS, {"spec": {}}))
+    assert [r.headers["Authorization"] for r in recorder.requests] == ["Bearer users-token"] * 2
+    assert recorder.requests[1].url.path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
 def exec_user(tmp_path: Path, token: str) -> dict[str, Any]:
     plugin = tmp_path / "plugin.py"
     plugin.write_text("import json, os\nprint(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', "

@@ -21,4 +21,5 @@ def test_namespace_and_all_namespaces() -> None:
 
 
 def test_handlers_loaded() -> None:
-    assert main.load_handlers() == ["kto_operator.handlers", "kto_operator.power.handlers"]
+    assert main.load_handlers() == ["kto_operator.handlers", "kto_operator.power.handlers",
+                                    "kto_operator.console.handlers"]

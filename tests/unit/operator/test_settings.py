@@ -66,3 +66,25 @@ def test_bad_values_are_refused_with_the_variable_name(env: dict[str, str]) -> N
 def test_retry_delay_backs_off_and_caps() -> None:
     settings = OperatorSettings(mlflow_retry_delay=2, mlflow_retry_max_delay=10)
     assert [settings.retry_delay(i) for i in range(5)] == [2, 4, 8, 10, 10]
+
+
+def test_console_settings() -> None:
+    assert OperatorSettings.from_env({}).console_port == 8090
+    settings = OperatorSettings.from_env({
+        "KTO_CONSOLE_PORT": "0", "KTO_CONSOLE_HOST": "127.0.0.1", "KTO_CONSOLE_OAUTH_PROXY": "true",
+        "KTO_CONSOLE_SESSION_SECONDS": "600", "KTO_CONSOLE_NAMESPACES": " team-a, ,team-b"})
+    assert (settings.console_port, settings.console_host, settings.console_oauth_proxy) == (0, "127.0.0.1", True)
+    assert settings.console_session_seconds == 600
+    assert settings.console_scope == ("team-a", "team-b")
+    assert OperatorSettings.from_env({"KTO_CONSOLE_NAMESPACES": "x"}, namespace="own").console_scope == ("own",)
+
+
+@pytest.mark.parametrize("env", [
+    {"KTO_CONSOLE_PORT": "70000"},
+    {"KTO_CONSOLE_PORT": "-1"},
+    {"KTO_CONSOLE_OAUTH_PROXY": "maybe"},
+    {"KTO_CONSOLE_SESSION_SECONDS": "5"},
+])
+def test_bad_console_values_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="KTO_CONSOLE_"):
+        OperatorSettings.from_env(env)
