@@ -172,6 +172,7 @@ async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, m
     Slots of its own: a burst of pod and Job events (the follows) never delays Job creation."""
     ctx, ns = _ctx(memo, namespace)
     reconcile.seen(ctx, body)
+    memo.sweep.adopt()  # every run the sweep may follow went through here first
     async with memo.trainingrun_starts:
         await reconcile.ensure_started(ctx, _views(kwargs), ns, name, retry)
 

@@ -13,6 +13,7 @@ while a live peer has a higher priority, and the sweep reads the same peering ob
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import datetime
 import logging
@@ -113,6 +114,14 @@ class Sweep:
         self.loop_time = loop_time or asyncio.get_running_loop().time
         self.in_flight: set[asyncio.Task[None]] = set()
         self._acting: tuple[float, bool] = (-math.inf, False)  # (checked at, answer)
+        # kopf posts Events (kopf.event) through context variables it sets for its handlers only: the follows
+        # run in a copy of a handler's context, lent by the first handler call (`adopt`).
+        self.context: contextvars.Context | None = None
+
+    def adopt(self) -> None:
+        """Called from a kopf handler: its context (kopf's Event queue) becomes the follows' context."""
+        if self.context is None:
+            self.context = contextvars.copy_context()
 
     async def run(self) -> None:
         previous = self.loop_time()
@@ -125,7 +134,7 @@ class Sweep:
     async def once(self, previous: float, now: float) -> None:
         """Start the follows due in (previous, now]; they run in the background."""
         found = due((tr for entries in list(self.runs.values()) for tr in entries), previous, now)
-        if found and await self._may_act(now):
+        if found and self.context is not None and await self._may_act(now):
             for namespace, name, with_progress in found:
                 self._spawn(namespace, name, with_progress)
 
@@ -143,7 +152,9 @@ class Sweep:
         return answer
 
     def _spawn(self, namespace: str, name: str, with_progress: bool) -> None:
-        task = asyncio.create_task(self.follow(namespace, name, with_progress), name=f"sweep {namespace}/{name}")
+        assert self.context is not None
+        task = asyncio.create_task(self.follow(namespace, name, with_progress), name=f"sweep {namespace}/{name}",
+                                   context=self.context.copy())
         self.in_flight.add(task)
         task.add_done_callback(self._done)
 

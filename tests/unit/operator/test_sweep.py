@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import datetime
 import itertools
 from typing import Any
@@ -105,6 +106,7 @@ def sweep_once(kube: FakeKube | None, ticks: list[tuple[float, float]],
     async def main() -> None:
         peering = sweep.Peering("kto", "ns", 5) if kube is not None else None
         s = sweep.Sweep({("ns", r["metadata"]["name"]): [r] for r in runs}, follow, kube, peering)  # type: ignore[arg-type]
+        s.adopt()
         for previous, now in ticks:
             await s.once(previous, now)
         await asyncio.gather(*s.in_flight)
@@ -144,6 +146,7 @@ def test_a_failed_follow_is_logged_and_the_sweep_goes_on(caplog: pytest.LogCaptu
 
     async def main() -> None:
         s = sweep.Sweep({("ns", f"r{i}"): [run(f"r{i}", "Running")] for i in range(3)}, follow, None)  # type: ignore[arg-type]
+        s.adopt()
         await s.once(0, sweep.FOLLOW_INTERVAL)
         await asyncio.gather(*s.in_flight, return_exceptions=True)
         assert not s.in_flight
@@ -154,3 +157,30 @@ def test_a_failed_follow_is_logged_and_the_sweep_goes_on(caplog: pytest.LogCaptu
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(warnings) == 1 and "etcd timeout" in warnings[0].getMessage() and warnings[0].exc_info is None
     assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark")
+
+
+def test_follows_run_in_the_context_a_handler_lent() -> None:
+    """kopf.event needs the context variables kopf sets for its handlers: a follow must see them."""
+    seen: list[str | None] = []
+
+    async def follow(namespace: str, name: str, with_progress: bool) -> None:
+        seen.append(MARK.get(None))
+
+    async def main() -> None:
+        s = sweep.Sweep({("ns", "r"): [run("r", "Running")]}, follow, None)  # type: ignore[arg-type]
+        await s.once(0, sweep.FOLLOW_INTERVAL)  # no handler ran yet: nothing to lend, nothing followed
+        assert not s.in_flight
+
+        async def handler() -> None:
+            MARK.set("kopf")
+            s.adopt()
+
+        await asyncio.create_task(handler())
+        await s.once(0, sweep.FOLLOW_INTERVAL)
+        await asyncio.gather(*s.in_flight)
+
+    asyncio.run(main())
+    assert seen == ["kopf"]
