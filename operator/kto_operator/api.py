@@ -40,6 +40,7 @@ from lightkube.generic_resource import (
 from lightkube.types import PatchType
 
 from . import naming
+from .aio_transport import AiohttpTransport
 
 Kind = type[GenericNamespacedResource]
 RUNS = create_namespaced_resource(naming.GROUP, naming.VERSION, naming.KIND, naming.PLURAL)
@@ -186,6 +187,13 @@ def _owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
     return any(o.get("uid") == owner_uid for o in obj["metadata"].get("ownerReferences") or [])
 
 
+def _network(config: SingleConfig, options: Options) -> httpx.AsyncBaseTransport:
+    # Idle connections kept a minute: the sweep's calls come every few seconds, and a new TLS handshake costs
+    # more CPU than the request. The API server keeps them 90 s.
+    verify = verify_cluster(config.cluster, config.user, config.abs_file)
+    return AiohttpTransport(verify, options.pool_size, keepalive_expiry=60.0)
+
+
 class Api:
     def __init__(self, client: AsyncClient, options: Options = Options()) -> None:
         self.client, self.options = client, options
@@ -198,11 +206,7 @@ class Api:
         if config.user is None:  # a context without a user: lightkube's client needs one, even empty
             config = config._replace(user=User())
         if inner is None:
-            verify = verify_cluster(config.cluster, config.user, config.abs_file)
-            # Idle connections kept a minute (httpx's default is 5 s): the sweep's calls come every few seconds, and
-            # a new TLS handshake costs more CPU than the request. The API server keeps them 90 s.
-            limits = httpx.Limits(max_connections=options.pool_size, keepalive_expiry=60.0)
-            inner = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+            inner = _network(config, options)
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, token_file(config))),
                    options)
@@ -215,8 +219,7 @@ class Api:
         as the operator)."""
         config = config._replace(user=User(token=token))
         if inner is None:
-            verify = verify_cluster(config.cluster, config.user, config.abs_file)
-            inner = httpx.AsyncHTTPTransport(verify=verify, limits=httpx.Limits(max_connections=options.pool_size))
+            inner = _network(config, options)
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
         return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, None)), options)
 

@@ -124,23 +124,24 @@ def _sweep_follow(memo: Any, indexes: dict[str, Any]) -> sweep.Follow:
 
 
 # kopf's indexes (kept from the watches it runs anyway): a follow reads its TrainingRun, Job and pods from them.
+# Async, as every handler here: kopf runs a plain function in a thread, a hand-off per watch event.
 @kopf.index(*TR)
-def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+async def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
     return views.run_entry(body)
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
-def trainer_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+async def trainer_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
     return views.child_entry(body)
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
-def trainer_pods(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+async def trainer_pods(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
     return views.child_entry(body)
 
 
 @kopf.index(*POWER)
-def power_schedules(body: kopf.Body, **_: Any) -> dict[str, str]:
+async def power_schedules(body: kopf.Body, **_: Any) -> dict[str, str]:
     return views.power_entry(body)
 
 

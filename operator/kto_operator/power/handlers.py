@@ -82,7 +82,7 @@ async def trainingrun_event(type: str, body: kopf.Body, namespace: str | None, m
 
 
 @kopf.index(*TR)
-def power_runs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, dict[str, Any]]:
+async def power_runs(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, dict[str, Any]]:
     """Every TrainingRun of a namespace, as much of it as the power rule reads (final ones included: the
     last run's end is when the platform became idle)."""
     return {namespace: history.summary(body)}
