@@ -34,8 +34,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     connections."""
 
     def __init__(self, ssl_context: ssl.SSLContext | bool, max_connections: int,
-                 keepalive_expiry: float = 60.0) -> None:
+                 keepalive_expiry: float = 60.0, connect_retries: int = 0) -> None:
+        """`connect_retries`: how often a connection that could not be opened (refused, connect timeout) is tried
+        again at once; a request that reached the server is never sent twice."""
         self.ssl_context, self.max_connections, self.keepalive_expiry = ssl_context, max_connections, keepalive_expiry
+        self.connect_retries = connect_retries
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -48,8 +51,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(self.connect_retries):
+            try:
+                return await self._send(request)
+            except httpx.ConnectError:
+                continue
+        return await self._send(request)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "host"]
+        # The names as the caller spelled them (httpx's multi_items() lowercases them); aiohttp sets Host itself.
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() != b"host"]
         try:
             async with self._open().request(request.method, URL(str(request.url), encoded=True), headers=headers,
                                             data=body or None, allow_redirects=False,

@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 import certifi
 import httpx
 
+from .aio_transport import AiohttpTransport
+
 API_PATH = "/api/2.0/mlflow/"
 USER_AGENT = "kto-operator"
 # What MLflow's client accepts for its boolean variables.
@@ -227,13 +229,11 @@ def _json(body: bytes, what: str, origin: str) -> dict[str, Any]:
 
 def _client(target: Target, creds: Credentials, options: ClientOptions,
             headers: Mapping[str, str]) -> httpx.AsyncClient:
-    # retries: httpx repeats only a connection that could not be opened (refused, connect timeout), never a
-    # request that reached the server. No status retries: 429/5xx go back to the handlers, which retry with backoff.
+    # retries: only a connection that could not be opened (refused, connect timeout), never a request that
+    # reached the server. No status retries: 429/5xx go back to the handlers, which retry with backoff.
     # No pool timeout: the handlers' slots bound the waiters, and each holder is bound by the read timeout.
     # trust_env=False: no proxy variables and no .netrc login (MLflow's client takes its login from MLFLOW_*).
-    limits = httpx.Limits(max_connections=options.pool_size, max_keepalive_connections=options.pool_size)
-    transport = httpx.AsyncHTTPTransport(verify=_tls(target, creds), limits=limits, retries=options.connect_retries,
-                                         trust_env=False)
+    transport = AiohttpTransport(_tls(target, creds), options.pool_size, connect_retries=options.connect_retries)
     base = httpx.URL(scheme=target.scheme, host=target.host, port=target.port, path=f"{target.prefix}{API_PATH}")
     timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout, pool=None)
     return httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, transport=transport,
