@@ -132,7 +132,7 @@ async def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
 async def trainer_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
-    return views.child_entry(body)
+    return views.job_entry(body)
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)

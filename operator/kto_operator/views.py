@@ -23,18 +23,37 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": meta}
 
 
+# kopf's copy of the last handled spec, as a JSON string: the largest annotation, never read by a follow.
+LAST_HANDLED = f"{naming.KOPF_PREFIX}/last-handled-configuration"
+
+
 def run_entry(body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]] | None:
     """Index entry of a TrainingRun a follow may act on: not final, not being deleted (finalize reads fresh)."""
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp") or (body.get("status") or {}).get("phase") in status.TERMINAL_PHASES:
         return None
-    return {(meta["namespace"], meta["name"]): slim(body)}
+    entry = slim(body)
+    annotations = entry["metadata"].get("annotations")
+    if annotations and LAST_HANDLED in annotations:
+        entry["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != LAST_HANDLED}
+    return {(meta["namespace"], meta["name"]): entry}
 
 
 def child_entry(body: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """Index entry of a Job or pod of ours: under the UID of its TrainingRun."""
+    """Index entry of a pod of ours: under the UID of its TrainingRun."""
     uid = ((body.get("metadata") or {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
     return {uid: slim(body)} if uid else None
+
+
+def job_entry(body: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """Index entry of a Job of ours, without its pod template (the pods are watched themselves): a follow reads
+    the Job's status, metadata and scalar spec fields only."""
+    entry = child_entry(body)
+    if entry is None:
+        return None
+    job = next(iter(entry.values()))
+    job["spec"] = {k: v for k, v in (job.get("spec") or {}).items() if k != "template"}
+    return entry
 
 
 def power_entry(body: Mapping[str, Any]) -> dict[str, str]:

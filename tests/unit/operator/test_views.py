@@ -50,3 +50,20 @@ def test_job_by_name_pods_and_power_schedules() -> None:
     assert [p["metadata"]["name"] for p in index.run_pods("u1")] == ["p"] and index.run_pods("u2") == []
     assert index.has_power_schedule("ns") and not index.has_power_schedule("other")
     assert views.power_entry({"metadata": {"namespace": "ns", "name": "power"}}) == {"ns": "power"}
+
+
+def test_index_entries_leave_out_what_no_follow_reads() -> None:
+    body = run("Running")
+    body["metadata"]["annotations"] = {views.LAST_HANDLED: '{"spec": {"image": "i"}}', "team": "a"}
+    entry = views.run_entry(body)
+    assert entry is not None and entry[("ns", "r")]["metadata"]["annotations"] == {"team": "a"}
+    assert views.LAST_HANDLED in body["metadata"]["annotations"]  # the watched body itself untouched
+    job = {"metadata": {"name": "r", "labels": {naming.LABEL_TRAININGRUN_UID: "u1"}, "managedFields": [{}]},
+           "spec": {"completionMode": "Indexed", "completions": 2, "activeDeadlineSeconds": 60,
+                    "template": {"spec": {"containers": [{"name": "trainer"}]}}},
+           "status": {"active": 2}}
+    kept = views.job_entry(job)
+    assert kept == {"u1": {"metadata": {"name": "r", "labels": {naming.LABEL_TRAININGRUN_UID: "u1"}},
+                           "spec": {"completionMode": "Indexed", "completions": 2, "activeDeadlineSeconds": 60},
+                           "status": {"active": 2}}}
+    assert "template" in job["spec"] and views.job_entry({"metadata": {"name": "x"}}) is None
