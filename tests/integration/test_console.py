@@ -97,6 +97,20 @@ def _row(driver: Any, table: str, name: str) -> Any:
     return rows[0] if rows else None
 
 
+# What the page itself weighs and when it first paints, from Chromium's performance timing (the API calls
+# the page makes afterwards are not part of its weight).
+PAGE_FIGURES = """
+const nav = performance.getEntriesByType('navigation')[0];
+const size = (e) => e.transferSize || e.encodedBodySize || 0;
+const files = performance.getEntriesByType('resource').filter((r) => !new URL(r.name).pathname.startsWith('/api/'));
+const paint = Object.fromEntries(performance.getEntriesByType('paint').map((p) => [p.name, p.startTime]));
+return {bytes: size(nav) + files.reduce((sum, r) => sum + size(r), 0), files: 1 + files.length,
+        first_paint_ms: paint['first-paint'], first_contentful_paint_ms: paint['first-contentful-paint'],
+        dom_content_loaded_ms: nav.domContentLoadedEventEnd};
+"""
+PAGE_MAX_BYTES = 100_000  # no framework, no CDN: the page, its script, its style sheet and icon
+
+
 def _phase(driver: Any, name: str) -> str | None:
     row = _row(driver, "runs-table", name)
     return row.get_attribute("data-phase") if row is not None else None
@@ -118,6 +132,9 @@ def test_edit_user_switches_the_platform_follows_and_cancels_runs(
 
     _sign_in(browser, console, _token(bed, namespace, "edit"))
     wait_for(lambda: _phase(browser, "watched") == "Succeeded", 180, "run Succeeded on the page")
+    page = browser.execute_script(PAGE_FIGURES)
+    print(f"console page: {page}")
+    assert 0 < page["bytes"] <= PAGE_MAX_BYTES and page["first_contentful_paint_ms"] is not None, page
     browser.find_element(By.LINK_TEXT, "watched").click()
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart svg polyline"), 30, "metric chart")
     assert "epoch 3 of 3" in _text(browser, "run-epochs")
