@@ -239,7 +239,9 @@ def test_role_has_exactly_the_operators_rules(rendered: dict[str, list[dict[str,
 def test_operator_deployment(bed: Any, rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["operator"]
     (dep,) = of_kind(docs, "Deployment")
-    (svc,) = of_kind(docs, "Service")
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    assert set(services) == {"kto-operator-metrics", "kto-console"}, services
+    svc, console = services["kto-operator-metrics"], services["kto-console"]
     (sa,) = of_kind(docs, "ServiceAccount")
     pod = dep["spec"]["template"]
     (c,) = pod["spec"]["containers"]
@@ -261,6 +263,8 @@ def test_operator_deployment(bed: Any, rendered: dict[str, list[dict[str, Any]]]
     assert int(config["KTO_METRICS_PORT"]) == ports["metrics"]
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert svc["spec"]["ports"] == [{"name": "metrics", "port": ports["metrics"], "targetPort": "metrics"}]
+    assert console["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert [p["targetPort"] for p in console["spec"]["ports"]] == ["console"] and "console" in ports
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
 

@@ -190,7 +190,10 @@ def test_concurrent_creators_share_one_experiment(loop: asyncio.AbstractEventLoo
                                                    mlflow: Any, exp: str) -> None:
     # Separate Trackers: several operator replicas (or a restart) racing on a new experiment's name.
     trackers = [fresh().tracker for _ in range(6)]
-    ids = set(loop.run_until_complete(asyncio.gather(*(t.experiment_id(mlflow_uri, exp) for t in trackers))))
+    async def race() -> list[str]:
+        return await asyncio.gather(*(t.experiment_id(mlflow_uri, exp) for t in trackers))
+
+    ids = set(loop.run_until_complete(race()))
     assert ids == {mlflow.get_experiment_by_name(exp).experiment_id}
 
 
