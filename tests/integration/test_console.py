@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -111,9 +111,23 @@ return {bytes: size(nav) + files.reduce((sum, r) => sum + size(r), 0), files: 1 
 PAGE_MAX_BYTES = 100_000  # no framework, no CDN: the page, its script, its style sheet and icon
 
 
+def _fresh(read: Callable[[], Any]) -> Any:
+    """`read()` of elements the page may re-render meanwhile (it polls every 2 s): None when one went stale,
+    so that the caller's wait_for simply looks again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        return read()
+    except StaleElementReferenceException:
+        return None
+
+
 def _phase(driver: Any, name: str) -> str | None:
-    row = _row(driver, "runs-table", name)
-    return row.get_attribute("data-phase") if row is not None else None
+    def read() -> str | None:
+        row = _row(driver, "runs-table", name)
+        return row.get_attribute("data-phase") if row is not None else None
+
+    return _fresh(read)  # type: ignore[no-any-return]
 
 
 def test_edit_user_switches_the_platform_follows_and_cancels_runs(
@@ -148,9 +162,8 @@ def test_edit_user_switches_the_platform_follows_and_cancels_runs(
     assert [platform.replicas(k, n) for k, n in (("StatefulSet", "mysql"), ("Deployment", "minio"),
                                                  ("Deployment", "mlflow"))] == [0, 0, 0]
     wait_for(lambda: _text(browser, "power-button") == "OFF", 15, "power button shows OFF")
-    wait_for(lambda: _row(browser, "workloads", "mlflow") is not None
-             and _row(browser, "workloads", "mlflow").find_element(By.CLASS_NAME, "saved").text == "2",
-             15, "saved replicas of mlflow on the page")
+    wait_for(lambda: _fresh(lambda: _row(browser, "workloads", "mlflow").find_element(By.CLASS_NAME, "saved").text)
+             == "2", 15, "saved replicas of mlflow on the page")
     browser.save_screenshot(str(bed.repo / "docs/console-power.png"))
 
     # ON: exact replicas back, in the wake order.
@@ -164,7 +177,8 @@ def test_edit_user_switches_the_platform_follows_and_cancels_runs(
     runs.submit("long", parameters={**RATIOS, "epochs": 300, "sleep": 0.5})
     runs.wait_phase("long", "Running", 120)
     wait_for(lambda: _phase(browser, "long") == "Running", 15, "long run Running on the page")
-    _row(browser, "runs-table", "long").find_element(By.CSS_SELECTOR, "button.cancel").click()
+    wait_for(lambda: _fresh(lambda: _row(browser, "runs-table", "long").find_element(
+        By.CSS_SELECTOR, "button.cancel").click() or True), 15, "cancel clicked")
     runs.wait_phase("long", "Cancelled", 90)
     wait_for(lambda: _phase(browser, "long") == "Cancelled", 15, "Cancelled on the page")
 
@@ -189,7 +203,9 @@ def test_view_user_wrong_token_and_csrf(
     wait_for(lambda: _phase(browser, "seen") is not None, 30, "the run listed for the view user")
     wait_for(lambda: "may not patch powerschedules" in _text(browser, "power-denied"), 15, "why switch is off")
     assert not browser.find_element(By.ID, "power-button").is_enabled()
-    assert not _row(browser, "runs-table", "seen").find_element(By.CSS_SELECTOR, "button.cancel").is_enabled()
+    enabled = wait_for(lambda: _fresh(lambda: [_row(browser, "runs-table", "seen").find_element(
+        By.CSS_SELECTOR, "button.cancel").is_enabled()]), 15, "the cancel button read")
+    assert enabled == [False]
 
     # Direct POSTs with the view user's session: the API server's 403 (RBAC), and no CSRF token: refused first.
     http = requests.Session()
