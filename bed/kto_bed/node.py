@@ -309,12 +309,41 @@ def unmount_all(paths: BedPaths) -> None:
         ns.unlink(missing_ok=True)
 
 
+def _own_shims(paths: BedPaths) -> list[int]:
+    """The pids of the shims of this node's containerd (their command line names its socket)."""
+    address = str(containerd_socket(paths)).encode()
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and address in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_shims(paths: BedPaths) -> None:
+    """containerd's shims outlive it by design; with their containers killed, this node's are stopped too
+    (a shim left running keeps its socket folder under /run/containerd)."""
+    for pid in _own_shims(paths):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + SHIM_EXIT_S
+    while (left := _own_shims(paths)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def stop(paths: BedPaths) -> None:
     """Stop the node and leave nothing behind: no container, mount, cgroup, netns or kube-proxy rule."""
     for name in ("kube-proxy", "kubelet"):
         procs.stop(paths, name)
     kill_pod_processes()
     procs.stop(paths, "containerd")
+    stop_shims(paths)
     unmount_all(paths)
     # A shim still exiting removes its socket (and may touch its folder) after containerd is gone: the folders
     # are removed once empty, within a deadline.
