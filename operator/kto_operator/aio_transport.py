@@ -2,8 +2,8 @@
 keep their httpx API, the requests go through aiohttp's connector.
 
 Why not httpx's own transport: httpcore's pool looks at every pooled connection, with socket syscalls, for each
-request, which made it most of the operator's CPU in a burst; aiohttp's connector takes a pooled connection
-in constant time, and its HTTP parser is compiled.
+request (its cost grows with the pool); aiohttp's connector takes a pooled connection in constant time, and its
+HTTP parser is compiled.
 
 Bodies are read whole (no streaming: none of our calls watches); redirects are the caller's (httpx follows
 none unless asked); aiohttp's errors become httpx's, so callers catch one family (httpx.HTTPError)."""
@@ -23,7 +23,8 @@ _DECODED = frozenset({"content-encoding", "content-length", "transfer-encoding"}
 
 
 def _timeout(extensions: Mapping[str, Any]) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeouts (connect, read, write, pool) as aiohttp's."""
+    """httpx's per-request timeouts as aiohttp's: `pool` bounds getting a connection (a free one or a new one),
+    `connect` the connection itself, `read` each read; aiohttp has no write timeout (a request is written at once)."""
     t = extensions.get("timeout") or {}
     connect = t.get("connect")
     return aiohttp.ClientTimeout(total=None, connect=t.get("pool"), sock_connect=connect, sock_read=t.get("read"))
@@ -54,7 +55,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         for _ in range(self.connect_retries):
             try:
                 return await self._send(request)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 continue
         return await self._send(request)
 
@@ -69,6 +70,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 content = await answer.read()
                 kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in _DECODED]
                 return httpx.Response(answer.status, headers=kept, content=content, request=request)
+        except aiohttp.ConnectionTimeoutError as exc:  # no connection, so the request never left
+            raise httpx.ConnectTimeout(f"{request.url.host}: connect timed out", request=request) from exc
         except TimeoutError as exc:
             raise httpx.ReadTimeout(f"{request.method} {request.url.path}: timed out", request=request) from exc
         except aiohttp.ClientConnectorError as exc:

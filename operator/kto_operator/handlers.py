@@ -30,7 +30,7 @@ CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
     # One pooled connection per handler slot: each slot awaits at most one MLflow call at a time.
     return ClientOptions(read_timeout=ours.mlflow_http_timeout, connect_retries=ours.mlflow_http_retries,
-                         pool_size=ours.start_workers + ours.max_workers)
+                         pool_size=ours.start_workers + ours.max_workers, credentials_for=ours.tracking_uri)
 
 
 def _platform_gate(kube: api.Api) -> reconcile.PlatformGate:
@@ -87,9 +87,17 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     memo.sweep = sweep.Sweep(kwargs["live_trainingruns"], _sweep_follow(memo, kwargs), kube,
                              _peering(settings, memo))
     memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")
+    memo.sweep_task.add_done_callback(_sweep_ended)
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
                 "/".join(own) if own else "(none: a user's credentials)")
+
+
+def _sweep_ended(task: asyncio.Task[None]) -> None:
+    """The sweep runs until the operator stops: its end otherwise is an error, said loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).critical("the sweep stopped: no progress or resync until a restart",
+                                             exc_info=task.exception())
 
 
 @kopf.on.cleanup()

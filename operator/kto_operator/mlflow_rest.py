@@ -1,6 +1,6 @@
 """A small client of MLflow's REST API (`/api/2.0/mlflow/...`) on httpx, async: the handlers await MLflow on
-kopf's event loop instead of handing each call to a thread. The operator makes a dozen kinds of calls; MLflow's
-own client would bring in more modules and memory for them than the rest of the operator, and would block.
+kopf's event loop, no thread in between. The operator makes a dozen kinds of calls; MLflow's own client would
+bring in more modules and memory for them than the rest of the operator, and would block.
 
 Errors come out as two types the handlers map to phases: MlflowUnavailable (retry later) and TrackingError."""
 
@@ -59,6 +59,11 @@ class ClientOptions:
     # One connection per handler that may await MLflow at once (the start and follow slots), so that no
     # handler waits for a socket and no connection is opened only to be thrown away.
     pool_size: int = 48
+    # The tracking URI whose server may receive the login of the environment (MLFLOW_TRACKING_USERNAME/PASSWORD,
+    # MLFLOW_TRACKING_TOKEN): the operator's own. Any other server (a TrainingRun's spec.mlflow.trackingUri,
+    # which its author chooses) gets only a login written into its URI. Empty: every server (a single-server
+    # client, e.g. the bench's).
+    credentials_for: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +133,10 @@ class Target:
                    password=unquote(parts.password or ""))
 
 
+def same_server(a: Target, b: Target) -> bool:
+    return (a.scheme, a.host.lower(), a.port) == (b.scheme, b.host.lower(), b.port)
+
+
 def auth_header(target: Target, creds: Credentials) -> str | None:
     """The Authorization header MLflow's client would send: a login in the URI wins (requests takes it over any
     header), then MLFLOW_TRACKING_USERNAME/PASSWORD, then MLFLOW_TRACKING_TOKEN."""
@@ -181,6 +190,8 @@ class RestClient:
     def __init__(self, uri: str, options: ClientOptions, env: Mapping[str, str]) -> None:
         self.target = Target.parse(uri)
         creds = Credentials.from_env(env)
+        if options.credentials_for and not same_server(self.target, Target.parse(options.credentials_for)):
+            creds = dataclasses.replace(creds, username="", password="", token="")
         headers = {"User-Agent": USER_AGENT}
         auth = auth_header(self.target, creds)
         if auth:

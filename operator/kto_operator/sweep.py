@@ -1,10 +1,10 @@
-"""One periodic pass over the live TrainingRuns, instead of a kopf timer per run.
+"""One periodic pass over the live TrainingRuns: the follows no watch event brings.
 
 Job and pod events drive a run's updates; the sweep adds what events cannot bring: the MLflow progress of a
 Running run every FOLLOW_INTERVAL, and a resync of a run that has a Job but no running trainer (a missed
 event, the image-pull fail-fast deadline) every RESYNC_INTERVAL. Each run keeps its own phase within the
-interval (from its UID), so a thousand runs spread their follows evenly instead of firing together. One task
-serves every run: a kopf timer costs a task, a stopper and a copy of the body per run and per timer.
+interval (from its UID), so that many runs spread their follows evenly. One task serves every run: no per-run
+state (a kopf timer would hold a task, a stopper and a copy of the body per run).
 
 With peering (several replicas), the sweep acts only where kopf lets the handlers act: kopf pauses a replica
 while a live peer has a higher priority, and the sweep reads the same peering object by the same rule.
@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import dataclasses
 import datetime
+import functools
 import logging
 import math
 import zlib
@@ -112,7 +113,8 @@ class Sweep:
                  peering: Peering | None = None, loop_time: Callable[[], float] | None = None) -> None:
         self.runs, self.follow, self.kube, self.peering = runs, follow, kube, peering
         self.loop_time = loop_time or asyncio.get_running_loop().time
-        self.in_flight: set[asyncio.Task[None]] = set()
+        # One follow per run at a time: a run still being followed (slow MLflow, no free slot) is not due again.
+        self.in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._acting: tuple[float, bool] = (-math.inf, False)  # (checked at, answer)
         # kopf posts Events (kopf.event) through context variables it sets for its handlers only: the follows
         # run in a copy of a handler's context, lent by the first handler call (`adopt`).
@@ -128,7 +130,10 @@ class Sweep:
         while True:
             await asyncio.sleep(TICK)
             now = self.loop_time()
-            await self.once(previous, now)
+            try:
+                await self.once(previous, now)
+            except (KeyError, TypeError, ValueError) as exc:  # an index entry of an unexpected shape
+                logger.error("sweep pass failed, next one in %.0f s: %s", TICK, exc, exc_info=exc)
             previous = now
 
     async def once(self, previous: float, now: float) -> None:
@@ -136,7 +141,8 @@ class Sweep:
         found = due((tr for entries in list(self.runs.values()) for tr in entries), previous, now)
         if found and self.context is not None and await self._may_act(now):
             for namespace, name, with_progress in found:
-                self._spawn(namespace, name, with_progress)
+                if (namespace, name) not in self.in_flight:
+                    self._spawn(namespace, name, with_progress)
 
     async def _may_act(self, now: float) -> bool:
         if self.peering is None:
@@ -155,11 +161,12 @@ class Sweep:
         assert self.context is not None
         task = asyncio.create_task(self.follow(namespace, name, with_progress), name=f"sweep {namespace}/{name}",
                                    context=self.context.copy())
-        self.in_flight.add(task)
-        task.add_done_callback(self._done)
+        self.in_flight[(namespace, name)] = task
+        task.add_done_callback(functools.partial(self._done, (namespace, name)))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.in_flight.discard(task)
+    def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self.in_flight.get(key) is task:
+            del self.in_flight[key]
         if task.cancelled():
             return
         # Either way the run's next turn (or its next event) tries again.
@@ -170,6 +177,7 @@ class Sweep:
             logger.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
 
     async def stop(self) -> None:
-        for task in list(self.in_flight):
+        tasks = list(self.in_flight.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.in_flight, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

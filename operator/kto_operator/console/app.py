@@ -54,15 +54,18 @@ async def _sign_in(request: web.Request, token: str) -> web.Response:
     if not token or len(token) > MAX_TOKEN_CHARS or any(c.isspace() for c in token):
         raise Refused(400, "a token is one line of text, as `oc whoami -t` or `kubectl create token` prints it")
     client = state.user_api(token)
+    session = None
     try:
         async with api_errors(request):
             username = await client.whoami()
+        session = await state.store.create(username, token, client)
     except Refused as refused:
-        await client.close()
         if refused.status in (401, 403):
             raise Refused(401, "the API server refused this token") from refused
         raise
-    session = await state.store.create(username, token, client)
+    finally:
+        if session is None:  # no session took the client: its connections go now
+            await client.close()
     log.info("console: %s signed in", username)
     response = _signed_in(request, session)
     response.set_cookie(naming.CONSOLE_COOKIE, session.id, httponly=True, samesite="Strict", path="/",

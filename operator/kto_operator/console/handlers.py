@@ -39,7 +39,8 @@ async def console_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
         logger.warning("console: watching all namespaces and KTO_CONSOLE_NAMESPACES is empty: it shows none")
     tracker = memo[TRACKER_KEY] = Tracker(ClientOptions(read_timeout=ours.mlflow_http_timeout,
                                                         connect_retries=ours.mlflow_http_retries,
-                                                        pool_size=HISTORY_CONNECTIONS))
+                                                        pool_size=HISTORY_CONNECTIONS,
+                                                        credentials_for=ours.tracking_uri))
     state = Console(
         namespaces=ours.console_scope,
         store=SessionStore[UserApi](ttl=ours.console_session_seconds),

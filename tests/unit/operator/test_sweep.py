@@ -109,7 +109,8 @@ def sweep_once(kube: FakeKube | None, ticks: list[tuple[float, float]],
         s.adopt()
         for previous, now in ticks:
             await s.once(previous, now)
-        await asyncio.gather(*s.in_flight)
+            await asyncio.gather(*s.in_flight.values())  # a second apart: each tick's follows are done by the next
+            await asyncio.sleep(0)
 
     asyncio.run(main())
     return followed
@@ -148,7 +149,7 @@ def test_a_failed_follow_is_logged_and_the_sweep_goes_on(caplog: pytest.LogCaptu
         s = sweep.Sweep({("ns", f"r{i}"): [run(f"r{i}", "Running")] for i in range(3)}, follow, None)  # type: ignore[arg-type]
         s.adopt()
         await s.once(0, sweep.FOLLOW_INTERVAL)
-        await asyncio.gather(*s.in_flight, return_exceptions=True)
+        await asyncio.gather(*s.in_flight.values(), return_exceptions=True)
         assert not s.in_flight
 
     asyncio.run(main())
@@ -180,7 +181,33 @@ def test_follows_run_in_the_context_a_handler_lent() -> None:
 
         await asyncio.create_task(handler())
         await s.once(0, sweep.FOLLOW_INTERVAL)
-        await asyncio.gather(*s.in_flight)
+        await asyncio.gather(*s.in_flight.values())
 
     asyncio.run(main())
     assert seen == ["kopf"]
+
+
+def test_a_run_still_being_followed_is_not_followed_twice() -> None:
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(namespace: str, name: str, with_progress: bool) -> None:
+        started.append(name)
+        await release.wait()
+
+    async def main() -> None:
+        s = sweep.Sweep({("ns", "r"): [run("r", "Running")]}, slow, None)  # type: ignore[arg-type]
+        s.adopt()
+        for k in range(1, 4):  # three turns of the run while its first follow still waits
+            await s.once((k - 1) * sweep.FOLLOW_INTERVAL, k * sweep.FOLLOW_INTERVAL)
+            await asyncio.sleep(0)
+        assert started == ["r"] and len(s.in_flight) == 1
+        release.set()
+        await asyncio.gather(*s.in_flight.values())
+        await asyncio.sleep(0)
+        assert not s.in_flight
+        await s.once(3 * sweep.FOLLOW_INTERVAL, 4 * sweep.FOLLOW_INTERVAL)
+        await asyncio.gather(*s.in_flight.values())
+        assert started == ["r", "r"]
+
+    asyncio.run(main())

@@ -172,6 +172,24 @@ def test_requests_carry_the_environments_login_read_when_the_client_is_made(
     assert headers["Authorization"] == "Bearer t0k" and headers["User-Agent"] == "kto-operator"
 
 
+def test_the_environments_login_goes_only_to_the_operators_own_server(
+        stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TrainingRun names its tracking URI: another server than the operator's must not get the operator's
+    login (an author could point it at a server of theirs to read it)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "operator")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+    stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"}}}).encode()
+    own = f"http://127.0.0.1:{stub.port}"
+    for home, sent in ((own + "/some/prefix", basic("operator", "s3cret")), (f"http://127.0.0.1:{free_port()}", None),
+                       (f"https://127.0.0.1:{stub.port}", None), (f"http://LOCALHOST.invalid:{stub.port}", None)):
+        call(lambda t: t.metrics(own, "r1"), Tracker(ClientOptions(credentials_for=home)))
+        assert stub.seen[-1][2].get("Authorization") == sent, home
+    # A login written into the run's own URI is that URI's to send.
+    call(lambda t: t.metrics(f"http://bob:pw@127.0.0.1:{stub.port}", "r1"),
+         Tracker(ClientOptions(credentials_for=f"http://127.0.0.1:{free_port()}")))
+    assert stub.seen[-1][2]["Authorization"] == basic("bob", "pw")
+
+
 def test_a_login_in_the_uri_is_sent_and_never_shown(stub: Stub) -> None:
     uri = f"http://bob:s3cret@127.0.0.1:{stub.port}"
     stub.status, stub.body = 503, b"upstream down (bob:s3cret)"

@@ -67,7 +67,8 @@ function signedIn(session) {
 
 function signedOut(message) {
   state.csrf = null;
-  clearInterval(state.timer);
+  state.generation = (state.generation || 0) + 1;  // a refresh still running schedules no other
+  clearTimeout(state.timer);
   show("whoami", false);
   show("overview", false);
   show("run-page", false);
@@ -158,8 +159,7 @@ function renderRuns(runs, error, permission) {
       progressCell(row),
       el("td", {}, row.primaryMetric),
       el("td", { title: row.created }, age(row.ageSeconds)),
-      el("td", {}, row.mlflowUrl ? el("a", { href: row.mlflowUrl, target: "_blank", rel: "noopener noreferrer" },
-        "MLflow run") : ""),
+      el("td", {}, mlflowLink(row.mlflowUrl)),
       el("td", {}, cancel));
   }));
 }
@@ -278,7 +278,7 @@ async function refreshRun() {
     $("run-epochs").textContent = "";
   }
   $("run-links").replaceChildren(`image ${run.image} · experiment ${run.experiment} `,
-    run.mlflowUrl ? el("a", { href: run.mlflowUrl, target: "_blank", rel: "noopener noreferrer" }, "MLflow run") : "",
+    mlflowLink(run.mlflowUrl),
     run.modelVersion ? ` · model version ${run.modelVersion}` : "");
   $("run-cancel").disabled = !run.cancellable || !perms.cancelRun.allowed;
   $("run-again").disabled = !perms.createRun.allowed;
@@ -330,14 +330,26 @@ async function refresh() {
   }
 }
 
+// A link only to an http(s) page: the URL comes from a run's status, which its author can write.
+function mlflowLink(url) {
+  return url && /^https?:\/\//i.test(url)
+    ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, "MLflow run") : "";
+}
+
 function route() {
   const match = location.hash.match(/^#\/run\/(.+)$/);
   state.run = match ? decodeURIComponent(match[1]) : null;
   show("overview", false);
   show("run-page", false);
-  clearInterval(state.timer);
-  refresh();
-  state.timer = setInterval(refresh, POLL_MS);
+  clearTimeout(state.timer);
+  poll();
+}
+
+// The next refresh starts once this one has ended: a slow API server never gets requests piling up.
+async function poll() {
+  const generation = state.generation = (state.generation || 0) + 1;
+  await refresh();
+  if (generation === state.generation) state.timer = setTimeout(poll, POLL_MS);
 }
 
 async function start() {
