@@ -134,7 +134,7 @@ def _sweep_follow(memo: Any, indexes: dict[str, Any]) -> sweep.Follow:
 # kopf's indexes (kept from the watches it runs anyway): a follow reads its TrainingRun, Job and pods from them.
 # Async, as every handler here: kopf runs a plain function in a thread, a hand-off per watch event.
 @kopf.index(*TR)
-async def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+async def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return views.run_entry(body)
 
 

@@ -27,11 +27,13 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
 LAST_HANDLED = f"{naming.KOPF_PREFIX}/last-handled-configuration"
 
 
-def run_entry(body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]] | None:
-    """Index entry of a TrainingRun a follow may act on: not final, not being deleted (finalize reads fresh)."""
+def run_entry(body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Index entry of a TrainingRun a follow may act on: not final, not being deleted (finalize reads fresh).
+    Empty for any other: kopf keeps an object's previous entry when its index function returns None, and only
+    an empty result removes it."""
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp") or (body.get("status") or {}).get("phase") in status.TERMINAL_PHASES:
-        return None
+        return {}
     entry = slim(body)
     annotations = entry["metadata"].get("annotations")
     if annotations and LAST_HANDLED in annotations:
