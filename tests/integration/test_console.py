@@ -58,6 +58,18 @@ def console(bed: Any, namespace: str, operator: Operator) -> str:  # noqa: F811
 
 
 @pytest.fixture
+def platform(bed: Any, namespace: str, console: str) -> Iterator[Platform]:
+    """The namespace's platform; its PowerSchedules deleted while the operator still runs (their finalizer is
+    the operator's to release), so that the namespace can go."""
+    platform = Platform(bed, namespace)
+    yield platform
+    try:
+        platform.delete_powers()
+    finally:
+        platform.strip_finalizers()
+
+
+@pytest.fixture
 def browser() -> Iterator[Any]:
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium and chromium-driver are not installed (bed/system-deps.sh installs them)")
@@ -131,10 +143,9 @@ def _phase(driver: Any, name: str) -> str | None:
 
 
 def test_edit_user_switches_the_platform_follows_and_cancels_runs(
-        bed: Any, namespace: str, console: str, runs: Runs, browser: Any) -> None:  # noqa: F811
+        bed: Any, namespace: str, console: str, platform: Platform, runs: Runs, browser: Any) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    platform = Platform(bed, namespace)
     platform.statefulset("mysql", 1, PART_OF)
     platform.deployment("minio", 1, PART_OF)
     platform.deployment("mlflow", 2, PART_OF)
@@ -184,10 +195,9 @@ def test_edit_user_switches_the_platform_follows_and_cancels_runs(
 
 
 def test_view_user_wrong_token_and_csrf(
-        bed: Any, namespace: str, console: str, runs: Runs, browser: Any) -> None:  # noqa: F811
+        bed: Any, namespace: str, console: str, platform: Platform, runs: Runs, browser: Any) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    platform = Platform(bed, namespace)
     platform.deployment("mlflow", 1, PART_OF)
     platform.create_power({"state": "on", "selector": {"matchLabels": PART_OF}})
     platform.wait_state("On")
