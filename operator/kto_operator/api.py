@@ -205,11 +205,7 @@ class Api:
         config = config or load_config()
         if config.user is None:  # a context without a user: lightkube's client needs one, even empty
             config = config._replace(user=User())
-        if inner is None:
-            inner = _network(config, options)
-        timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
-        return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, token_file(config))),
-                   options)
+        return cls._made(config, options, inner, token_file(config))
 
     @classmethod
     def for_token(cls, token: str, config: SingleConfig, options: Options = Options(),
@@ -217,11 +213,14 @@ class Api:
         """A client of `config`'s cluster (its server and CA) that authenticates with `token` and nothing else:
         no client certificate, no exec plugin, no token file of `config`'s (the console acts as its user, never
         as the operator)."""
-        config = config._replace(user=User(token=token))
-        if inner is None:
-            inner = _network(config, options)
+        return cls._made(config._replace(user=User(token=token)), options, inner, None)
+
+    @classmethod
+    def _made(cls, config: SingleConfig, options: Options, inner: httpx.AsyncBaseTransport | None,
+              token_path: Path | None) -> Api:
+        transport = Transport(inner or _network(config, options), options, token_path)
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
-        return cls(AsyncClient(config, timeout=timeout, transport=Transport(inner, options, None)), options)
+        return cls(AsyncClient(config, timeout=timeout, transport=transport), options)
 
     async def close(self) -> None:
         await self.client.close()
