@@ -18,6 +18,8 @@ from .tracking import Tracker
 # storage) is up, else why not. Runs wait in WaitingForPlatform until it says yes; the power daemon sees
 # them as active and wakes the platform.
 PlatformGate = Callable[[str], Awaitable["str | None"]]
+# Seconds a run this replica ended is remembered (Context.ended): well beyond a watch's lag behind a write.
+ENDED_MEMORY = 60.0
 
 
 def run_key(namespace: str, name: str) -> str:
@@ -43,6 +45,34 @@ class Context:
     # the number of pending runs.
     # Touched by handlers on kopf's event loop only, never awaiting in between: no lock.
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # The resourceVersion of this operator's last status write, per live run (run_key): a watched copy at that
+    # version is as current as a read of the API server, unless someone else wrote since. A user's write
+    # changes the version; another replica's may come from a copy this one never saw, hence only when this
+    # replica is the only one (`solo`: no peering).
+    own_writes: dict[str, str] = dataclasses.field(default_factory=dict)
+    solo: bool = True
+    # UIDs of the runs this replica ended (final status written), with when: for ENDED_MEMORY, the watch may
+    # still hand out the copy from before that write, and a follow of it would read the API server for nothing.
+    ended: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+
+    def wrote(self, key: str, uid: str, version: str | None, final: bool) -> None:
+        """Note a status write of run `key`; a final one ends what is kept for it but a short memory."""
+        if version is None or final:
+            self.own_writes.pop(key, None)
+        else:
+            self.own_writes[key] = version
+        if final:
+            now = self.clock()
+            self.ended.pop(uid, None)
+            self.ended[uid] = now
+            for old, at in list(self.ended.items()):  # oldest first (insertion order)
+                if (now - at).total_seconds() <= ENDED_MEMORY:
+                    break
+                del self.ended[old]
+
+    def current(self, key: str, version: str | None) -> bool:
+        """True when a watched copy at `version` is the one this replica's last write stored."""
+        return self.solo and version is not None and self.own_writes.get(key) == version
 
     def remember_job(self, job: Mapping[str, Any]) -> None:
         uid = (job.get("metadata", {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
@@ -53,6 +83,7 @@ class Context:
     def forget_jobs_of(self, namespace: str, name: str) -> None:
         """Drop what is kept for a run that is gone or final: the garbage collector deletes its Job after
         the finalizer ran, and that DELETED event would otherwise stay here for good (one Job per run)."""
+        self.own_writes.pop(run_key(namespace, name), None)
         for uid, job in list(self.last_jobs.items()):
             meta = job["metadata"]
             if meta.get("namespace") == namespace and \

@@ -52,3 +52,4 @@ async def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapse
                 _event(tr, "Warning", "MlflowError", str(exc))
         ctx.metrics.set_phase(meta["uid"], None)
         ctx.last_job(meta["uid"], forget=True)
+        ctx.wrote(key, meta["uid"], None, final=True)

@@ -83,7 +83,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     memo.trainingrun_starts = asyncio.Semaphore(ours.start_workers)
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
     memo.trainingruns = reconcile.Context(settings=ours, kube=kube, tracker=Tracker(_mlflow_options(ours)),
-                                          metrics=metrics, platform_gate=_platform_gate(kube))
+                                          metrics=metrics, platform_gate=_platform_gate(kube),
+                                          solo=settings.peering.standalone)
     memo.sweep = sweep.Sweep(kwargs["live_trainingruns"], _sweep_follow(memo, kwargs), kube,
                              _peering(settings, memo))
     memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")

@@ -2,8 +2,8 @@
 cancel, clean up. Every step is idempotent, so any handler may call it at any time and a restarted operator
 simply calls it again. A step starts from what the watches hold (views.Views): its status write is conditional
 on that TrainingRun's resourceVersion, and a decision that cannot be undone (closing the MLflow run, a final
-phase) first reads the TrainingRun from the API server; either way a stale copy costs one read more, never
-a wrong write.
+phase) first reads the TrainingRun from the API server, unless the copy is the one this replica's own last
+write stored (Context.current); either way a stale copy costs one read more, never a wrong write.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def _phase(tr: Mapping[str, Any]) -> str | None:
     return (tr.get("status") or {}).get("phase")
 
 
+def _stale(ctx: Context, tr: Mapping[str, Any]) -> bool:
+    """True for a copy from a watch that may lag the API server: not the one this replica's last write stored."""
+    meta = tr["metadata"]
+    return bool(tr.get(UNCONFIRMED)) and not ctx.current(_key(meta["namespace"], meta["name"]),
+                                                         meta.get("resourceVersion"))
+
+
 def _run_ids(tr: Mapping[str, Any]) -> Mapping[str, Any]:
     return (tr.get("status") or {}).get("mlflow") or {}
 
@@ -82,6 +89,8 @@ async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mess
     if stored is not None:  # what the API server holds now: later writes of this step are unconditional
         meta["resourceVersion"] = stored["metadata"].get("resourceVersion")
         tr.pop(UNCONFIRMED, None)
+    ctx.wrote(_key(meta["namespace"], meta["name"]), meta["uid"], meta["resourceVersion"] if stored else None,
+              final=patch.get("phase") in status.TERMINAL_PHASES)
     tr["status"] = {**current, **patch}
     ctx.metrics.set_phase(meta["uid"], tr["status"].get("phase", phase))
     if "phase" not in patch or (current.get("phase"), current.get("reason")) == (phase, reason):
@@ -97,8 +106,9 @@ async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mes
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
     final metrics, model registration; then the status (with `fields`). With MLflow down the status keeps its
     phase (reason MlflowUnavailable) so that the sweep tries again: a run never stays RUNNING in MLflow.
-    Raises Stale for a TrainingRun copied from a watch: the MLflow run is closed once, on the stored state."""
-    if tr.get(UNCONFIRMED):
+    Raises Stale for a TrainingRun copied from a watch that may lag: the MLflow run is closed once, on the
+    stored state."""
+    if _stale(ctx, tr):
         raise Stale(tr["metadata"]["name"])
     ids = fields.get("mlflow") or _run_ids(tr)
     extra: dict[str, Any] = {**fields, "completionTime": times.format_time(ctx.clock())}
@@ -263,26 +273,32 @@ async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_
     progress: bool | None = with_progress
     try:
         while progress is not None:
-            await _follow_once(ctx, views, namespace, name, with_progress=progress)
+            if await _follow_once(ctx, views, namespace, name, with_progress=progress):
+                break  # ended or gone: a further pass would only read it again (the watch lags the write)
             progress = ctx.coalescer.again(key)
     finally:
-        while progress is not None:  # after an error: release the key (the next event or sweep retries)
+        # After an error or an end: release the key (after an error, the next event or the sweep retries).
+        while progress is not None:
             progress = ctx.coalescer.again(key)
 
 
-async def _follow_once(ctx: Context, views: Views, namespace: str, name: str, *, with_progress: bool) -> None:
+async def _follow_once(ctx: Context, views: Views, namespace: str, name: str, *, with_progress: bool) -> bool:
+    """One pass; True when the run is final (now or already) or gone."""
     async with ctx.locks.hold(_key(namespace, name)):
         tr = views.run(namespace, name)
+        if tr is not None and tr["metadata"]["uid"] in ctx.ended:
+            return True  # the watch has not caught up with the final write yet
         if tr is not None:
             try:
                 await _follow_step(ctx, views, tr, with_progress=with_progress)
-                return
+                return _phase(tr) in status.TERMINAL_PHASES
             except (Conflict, Stale):
                 tr = await _fresh(ctx, namespace, name)
         if tr is None:
             ctx.forget_jobs_of(namespace, name)
-            return
+            return True
         await _follow_step(ctx, views, tr, with_progress=with_progress)
+        return _phase(tr) in status.TERMINAL_PHASES
 
 
 async def _follow_step(ctx: Context, views: Views, tr: dict[str, Any], *, with_progress: bool) -> None:
@@ -311,7 +327,7 @@ async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progre
     observed = await refusals.observe(ctx.kube, job, views.run_pods(meta["uid"]), meta["namespace"], ctx.clock(),
                                       ctx.limits)
     if observed.terminal:
-        if tr.get(UNCONFIRMED):
+        if _stale(ctx, tr):
             raise Stale(meta["name"])
         if observed.phase == status.FAILED:
             # The failure's details (exit code, log tail) from the pods as stored: a watch may lag the Job's.

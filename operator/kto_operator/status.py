@@ -266,6 +266,9 @@ def primary_metric(metrics: Mapping[str, float], preferred: str | None) -> str |
 # other write carries the latest reason along). A problem reason (Unschedulable, a pull error, a quota
 # refusal) is always written, and so is the step out of it.
 QUIET_REASONS = frozenset({NO_POD, "PodPending", "ContainerCreating", "PodInitializing", "Running", "PodTerminated"})
+# Fields not worth a write of their own while a run waits at a quiet Pending reason (workers ready "0/1" as
+# the Job starts its pods): the next write carries them.
+QUIET_PENDING_FIELDS = frozenset({"workers"})
 # Normal Events within Pending: the run's creation (MLflow run and Job). Other Pending steps are in the status.
 ANNOUNCED_REASONS = frozenset({NO_POD})
 
@@ -279,6 +282,8 @@ def status_patch(current: Mapping[str, Any], generation: int | None, phase: str,
     before = (current.get("phase"), current.get("reason"))
     moved = before != (phase, reason)
     quiet = before[0] == phase and reason in QUIET_REASONS and before[1] in QUIET_REASONS
+    if quiet and phase == PENDING and patch.keys() <= QUIET_PENDING_FIELDS:
+        patch = {}
     if (moved or current.get("message") != message) and (patch or not quiet):
         patch.update(phase=phase, reason=reason, message=message)
         if moved:

@@ -38,6 +38,18 @@ def test_quiet_steps_within_a_phase_are_not_written_alone() -> None:
     assert found is not None and found["reason"] == "PodTerminated" and "conditions" in found
 
 
+def test_workers_ready_is_not_written_alone_while_pods_start() -> None:
+    current = {"phase": "Pending", "reason": "JobCreated", "message": "m", "observedGeneration": 1}
+    assert patch(current, "Pending", "JobCreated", "waiting for the trainer pod", workers="0/1") is None
+    found = patch(current, "Running", "Running", workers="1/1")  # carried by the next write
+    assert found is not None and found["workers"] == "1/1"
+    stuck = {"phase": "Pending", "reason": "Unschedulable", "message": "m", "observedGeneration": 1}
+    found = patch(stuck, "Pending", "Unschedulable", "m", workers="0/2")  # not a quiet step: written
+    assert found == {"workers": "0/2", "observedGeneration": 1}
+    running = {"phase": "Running", "reason": "Running", "message": "m", "observedGeneration": 1, "workers": "2/2"}
+    assert patch(running, "Running", "Running", "m", workers="1/2") == {"workers": "1/2", "observedGeneration": 1}
+
+
 def test_a_problem_and_its_end_are_always_written() -> None:
     current = {"phase": "Pending", "reason": "JobCreated", "message": "m", "observedGeneration": 1}
     found = patch(current, "Pending", "Unschedulable", "0/1 nodes")
