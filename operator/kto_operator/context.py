@@ -54,6 +54,9 @@ class Context:
     # UIDs of the runs this replica ended (final status written), with when: for ENDED_MEMORY, the watch may
     # still hand out the copy from before that write, and a follow of it would read the API server for nothing.
     ended: dict[str, datetime.datetime] = dataclasses.field(default_factory=dict)
+    # kopf's diff base the start handler wrote with a JobCreated status, per UID, until kopf's store of it
+    # (diffbase.StatusDiffBase, which shares this dict) skips it.
+    handled: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def wrote(self, key: str, uid: str, version: str | None, final: bool) -> None:
         """Note a status write of run `key`; a final one ends what is kept for it but a short memory."""

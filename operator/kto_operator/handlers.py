@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import api, connection, deletion, identity, naming, reconcile, sweep, views
+from . import api, connection, deletion, diffbase, identity, naming, reconcile, sweep, views
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
@@ -50,9 +50,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
         ours = OperatorSettings.from_env(os.environ, namespace=memo.get("namespace"))
     except SettingsError as exc:
         raise kopf.PermanentError(f"bad setting: {exc}") from exc  # exits instead of retrying forever
-    # kopf's bookkeeping in annotations under kto.dev: the structural schema would prune `status.kopf`.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=naming.KOPF_PREFIX)
+    # kopf's bookkeeping in `status.kopf` (both CRDs keep it): a handler that succeeds at once leaves nothing to
+    # write there, and the start handler's status write carries the diff base (kto_operator.diffbase).
+    settings.persistence.progress_storage = kopf.StatusProgressStorage()
+    handled: dict[str, str] = {}
+    settings.persistence.diffbase_storage = diffbase.StatusDiffBase(handled)
     settings.persistence.finalizer = naming.FINALIZER
     # No peering and no CRD scanning: both watch cluster-scoped objects a namespaced Role cannot read.
     # Peering only when asked for (`--peering NAME`: several replicas, one acting).
@@ -84,7 +86,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
     memo.trainingruns = reconcile.Context(settings=ours, kube=kube, tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(kube),
-                                          solo=settings.peering.standalone)
+                                          solo=settings.peering.standalone, handled=handled)
     memo.sweep = sweep.Sweep(kwargs["live_trainingruns"], _sweep_follow(memo, kwargs), kube,
                              _peering(settings, memo))
     memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")
@@ -176,15 +178,18 @@ async def _follow(memo: Any, namespace: str | None, name: str, kwargs: dict[str,
 
 @kopf.on.resume(*TR, backoff=ERROR_BACKOFF)
 @kopf.on.create(*TR, backoff=ERROR_BACKOFF)
-async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, memo: Any, **kwargs: Any) -> None:
+async def start(namespace: str | None, name: str, body: kopf.Body, retry: int, reason: str,
+                new: kopf.BodyEssence | Any | None, memo: Any, **kwargs: Any) -> None:
     """MLflow run first, then the Job. Also on operator start: finds what exists instead of duplicating.
 
     Slots of its own: a burst of pod and Job events (the follows) never delays Job creation."""
     ctx, ns = _ctx(memo, namespace)
     reconcile.seen(ctx, body)
     memo.sweep.adopt()  # every run the sweep may follow went through here first
+    # A creation's diff base goes with the start's own status write (kto_operator.diffbase).
+    handled = diffbase.encode(new) if reason == kopf.Reason.CREATE else None
     async with memo.trainingrun_starts:
-        await reconcile.ensure_started(ctx, _views(kwargs), ns, name, retry)
+        await reconcile.ensure_started(ctx, _views(kwargs), ns, name, retry, handled)
 
 
 @kopf.on.update(*TR, field="spec", backoff=ERROR_BACKOFF)

@@ -56,8 +56,7 @@ CONSOLE_COOKIE = "kto-console"
 CONSOLE_CSRF_HEADER = "X-CSRF-Token"
 CONSOLE_PROXY_TOKEN_HEADER = "X-Forwarded-Access-Token"
 
-# kopf bookkeeping lives in annotations under our group (the CRD's structural schema would prune
-# unknown status fields such as kopf's default `status.kopf`).
+# kopf's annotations under our group: those an older operator wrote (its bookkeeping is now in status.kopf).
 KOPF_PREFIX = GROUP
 FINALIZER = f"{GROUP}/finalizer"
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import indexed, jobs, naming, outcome, refusals, status, times
+from . import diffbase, indexed, jobs, naming, outcome, refusals, status, times
 from .api import JOBS, RUNS, SERVICES, Conflict, JobConflict, JobRejected
 from .context import Context, PlatformGate, run_key
 from .tracking import MlflowUnavailable, RunInfo, TrackingError
@@ -141,21 +141,23 @@ async def _fresh(ctx: Context, namespace: str, name: str) -> dict[str, Any] | No
     return tr
 
 
-async def ensure_started(ctx: Context, views: Views, namespace: str, name: str, attempt: int = 0) -> None:
-    """Create (or find) the MLflow run, then the Job. Raises kopf.TemporaryError to be retried."""
+async def ensure_started(ctx: Context, views: Views, namespace: str, name: str, attempt: int = 0,
+                         handled: str | None = None) -> None:
+    """Create (or find) the MLflow run, then the Job. Raises kopf.TemporaryError to be retried. `handled`: kopf's
+    diff base of this creation (diffbase.encode), written with the JobCreated status (see kto_operator.diffbase)."""
     async with ctx.locks.hold(_key(namespace, name)):
         tr = views.run(namespace, name)
         if tr is None:
             return
         try:
-            await _start(ctx, views, tr, attempt)
+            await _start(ctx, views, tr, attempt, handled)
         except (Conflict, Stale):
             tr = await _fresh(ctx, namespace, name)
             if tr is not None:
-                await _start(ctx, views, tr, attempt)
+                await _start(ctx, views, tr, attempt, handled)
 
 
-async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int) -> None:
+async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int, handled: str | None) -> None:
     if tr["spec"].get("cancel"):
         await _cancel(ctx, views, tr)
         return
@@ -171,15 +173,25 @@ async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int) -
         if made is None:
             return
         run_fields, fresh_run = made
-    resumed = bool(tr["status"].get("jobName"))
-    # A new Job has no pod yet: its watch events bring the next update.
-    if not resumed and not await _ensure_job(ctx, tr, run_fields):
+    run_id = str((run_fields.get("mlflow") or _run_ids(tr))["runId"])
+    if tr["status"].get("jobName"):  # operator restart: catch up with what happened
+        await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
+        await _follow(ctx, views, tr, with_progress=False)
+        return
+    job_fields = await _ensure_job(ctx, tr, run_fields)
+    if job_fields is None:
         return
     # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
-    # them as arguments). After a restart only the missing ones are logged.
-    await _log_params(ctx, tr, attempt, fresh=fresh_run)
-    if resumed:
-        await _follow(ctx, views, tr, with_progress=False)  # operator restart: catch up with what happened
+    # them as arguments). Before the JobCreated write, the start's last step: it carries kopf's diff base,
+    # and kopf retries a failed start only while that differs. After a restart only the missing ones are logged.
+    await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
+    meta = tr["metadata"]
+    if handled is not None:
+        job_fields.update(diffbase.status_field(handled))
+    await _write(ctx, tr, status.PENDING, status.NO_POD,
+                 f"Job {job_fields['jobName']} created, MLflow run {run_id}", **job_fields)
+    if handled is not None:
+        ctx.handled[meta["uid"]] = handled  # kopf's own store of it is then skipped
 
 
 async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
@@ -218,12 +230,12 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
         created
 
 
-async def _log_params(ctx: Context, tr: dict[str, Any], attempt: int, *, fresh: bool) -> None:
+async def _log_params(ctx: Context, tr: dict[str, Any], run_id: str, attempt: int, *, fresh: bool) -> None:
     params = jobs.validate_parameters(tr["spec"].get("parameters") or {})
     if not params:
         return
     try:
-        await ctx.tracker.log_params(_uri(ctx, tr), str(_run_ids(tr)["runId"]), params, fresh=fresh)
+        await ctx.tracker.log_params(_uri(ctx, tr), run_id, params, fresh=fresh)
     except MlflowUnavailable as exc:
         ctx.metrics.mlflow_errors.inc()
         raise kopf.TemporaryError(f"log params: {exc}", delay=ctx.settings.retry_delay(attempt)) from exc
@@ -232,9 +244,9 @@ async def _log_params(ctx: Context, tr: dict[str, Any], attempt: int, *, fresh: 
         _event(tr, "Warning", "ParamsNotLogged", str(exc))
 
 
-async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, Any]) -> bool:
-    """Create (or find) the Job, then write its name and `run_fields` (the MLflow run's) in one patch; False
-    when the API server refuses it for good (the run Failed)."""
+async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Create (or find) the Job: the status fields to write (its name and `run_fields`, the MLflow run's, in one
+    patch); None when the API server refuses it for good (the run Failed)."""
     meta = tr["metadata"]
     run = run_fields.get("mlflow") or _run_ids(tr)
     manifest = jobs.build_job(tr, ctx.settings, jobs.MlflowIds(str(run["runId"]), str(run["experimentId"]),
@@ -254,15 +266,13 @@ async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, An
             # MLflow unreachable: the sweep follows no run without a Job, so the start handler tries again.
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
                 from exc
-        return False
+        return None
     name = manifest["metadata"]["name"]
     if created:
         submitted = times.parse_time(meta.get("creationTimestamp"))
         if submitted:
             ctx.metrics.submit_to_job.observe(max(0.0, (ctx.clock() - submitted).total_seconds()))
-    text = f"Job {name} created, MLflow run {run['runId']}"
-    await _write(ctx, tr, status.PENDING, status.NO_POD, text, jobName=name, **run_fields)
-    return True
+    return {"jobName": name, **run_fields}
 
 
 async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_progress: bool) -> None:

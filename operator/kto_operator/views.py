@@ -23,7 +23,8 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": meta}
 
 
-# kopf's copy of the last handled spec, as a JSON string: the largest annotation, never read by a follow.
+# kopf's copy of the last handled spec, as a JSON string (status.kopf; an annotation before): never read by a
+# follow.
 LAST_HANDLED = f"{naming.KOPF_PREFIX}/last-handled-configuration"
 
 
@@ -38,6 +39,8 @@ def run_entry(body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     annotations = entry["metadata"].get("annotations")
     if annotations and LAST_HANDLED in annotations:
         entry["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != LAST_HANDLED}
+    if "kopf" in (entry.get("status") or {}):
+        entry["status"] = {k: v for k, v in entry["status"].items() if k != "kopf"}
     return {(meta["namespace"], meta["name"]): entry}
 
 

@@ -59,6 +59,10 @@ def test_index_entries_leave_out_what_no_follow_reads() -> None:
     entry = views.run_entry(body)
     assert entry is not None and entry[("ns", "r")]["metadata"]["annotations"] == {"team": "a"}
     assert views.LAST_HANDLED in body["metadata"]["annotations"]  # the watched body itself untouched
+    body["status"]["kopf"] = {"lastHandledConfiguration": '{"spec": {"image": "i"}}'}
+    entry = views.run_entry(body)
+    assert "kopf" not in entry[("ns", "r")]["status"] and entry[("ns", "r")]["status"]["phase"] == "Running"
+    assert "kopf" in body["status"]
     job = {"metadata": {"name": "r", "labels": {naming.LABEL_TRAININGRUN_UID: "u1"}, "managedFields": [{}]},
            "spec": {"completionMode": "Indexed", "completions": 2, "activeDeadlineSeconds": 60,
                     "template": {"spec": {"containers": [{"name": "trainer"}]}}},

@@ -1,0 +1,58 @@
+"""kopf's diff base in the status, carried by the start handler's own write (kto_operator.diffbase)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from kto_operator import diffbase, naming
+
+ESSENCE: Any = {"spec": {"image": "trainer:1", "experiment": "e"}}
+
+
+def body(status: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> kopf.Body:
+    return kopf.Body({"apiVersion": "kto.dev/v1alpha1", "kind": "TrainingRun",
+                      "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "annotations": annotations or {}},
+                      "spec": ESSENCE["spec"], "status": status or {}})
+
+
+def test_a_store_the_start_handler_already_wrote_sends_nothing() -> None:
+    written = {"u1": diffbase.encode(ESSENCE)}
+    storage = diffbase.StatusDiffBase(written)
+    patch = kopf.Patch()
+    storage.store(body=body(), patch=patch, essence=ESSENCE)
+    assert not patch
+
+
+def test_an_event_from_before_the_handlers_write_is_not_a_new_creation() -> None:
+    written = {"u1": diffbase.encode(ESSENCE)}
+    storage = diffbase.StatusDiffBase(written)
+    assert storage.fetch(body=body(status={"phase": "Pending", "reason": "CreatingRun"})) == ESSENCE
+    assert written  # kept until an event shows the status it was written with
+    assert storage.fetch(body=body(status=diffbase.status_field(diffbase.encode(ESSENCE)))) == ESSENCE
+    assert not written
+
+
+def test_any_other_store_is_kopfs_own_status_patch() -> None:
+    written = {"u1": diffbase.encode({"spec": {"image": "trainer:0"}})}  # written for another essence
+    storage = diffbase.StatusDiffBase(written)
+    patch = kopf.Patch()
+    storage.store(body=body(), patch=patch, essence=ESSENCE)
+    assert patch == {"status": diffbase.status_field(diffbase.encode(ESSENCE))}
+    patch = kopf.Patch()
+    storage.store(body=body(), patch=patch, essence=ESSENCE)  # nothing written by the handler
+    assert patch == {"status": diffbase.status_field(diffbase.encode(ESSENCE))}
+
+
+def test_fetch_reads_the_status_then_an_older_operators_annotation() -> None:
+    storage = diffbase.StatusDiffBase({})
+    assert storage.fetch(body=body()) is None  # never handled: kopf's creation
+    assert storage.fetch(body=body(status=diffbase.status_field(diffbase.encode(ESSENCE)))) == ESSENCE
+    legacy = {f"{naming.KOPF_PREFIX}/last-handled-configuration": diffbase.encode(ESSENCE)}
+    assert storage.fetch(body=body(annotations=legacy)) == ESSENCE
+
+
+def test_the_essence_leaves_the_diff_base_out() -> None:
+    storage = diffbase.StatusDiffBase({})
+    handled = body(status=diffbase.status_field(diffbase.encode(ESSENCE)))
+    assert storage.build(body=handled) == storage.build(body=body())
