@@ -2,9 +2,10 @@
 
 Job and pod events drive a run's updates; the sweep adds what events cannot bring: the MLflow progress of a
 Running run every FOLLOW_INTERVAL, and a resync of a run that has a Job but no running trainer (a missed
-event, the image-pull fail-fast deadline) every RESYNC_INTERVAL. Each run keeps its own phase within the
-interval (from its UID), so that many runs spread their follows evenly. One task serves every run: no per-run
-state (a kopf timer would hold a task, a stopper and a copy of the body per run).
+event, the image-pull fail-fast deadline) every RESYNC_INTERVAL (REFUSED_INTERVAL once its pod was refused).
+Each run keeps its own phase within the interval (from its UID), so that many runs spread their follows
+evenly. One task serves every run: no per-run state (a kopf timer would hold a task, a stopper and a copy of
+the body per run).
 
 With peering (several replicas), the sweep acts only where kopf lets the handlers act: kopf pauses a replica
 while a live peer has a higher priority, and the sweep reads the same peering object by the same rule.
@@ -26,6 +27,7 @@ from typing import Any
 import kopf
 
 from . import api, times
+from .refusals import REASONS as REFUSALS
 from .status import RUNNING, TERMINAL_PHASES
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ FOLLOW_INTERVAL = 5.0
 # Resync period of a run whose Job exists but whose trainer is not running yet. Slower than FOLLOW_INTERVAL
 # because such runs pile up in a burst, and their requests must not starve the Job creations of the burst.
 RESYNC_INTERVAL = 15.0
+# Resync period of a run whose pod the API server refused (a quota, Pod Security): the Job controller retries
+# by itself and the pod's events bring its start; a resync only refreshes the refusal's text (an Events list).
+REFUSED_INTERVAL = 60.0
 # How long the peering answer is trusted: kopf itself reacts to a peer's keep-alive within seconds.
 PEERING_RECHECK = 5.0
 
@@ -72,8 +77,10 @@ def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[
         if running(status):
             if crossed(meta["uid"], FOLLOW_INTERVAL, previous, now):
                 found.append((meta["namespace"], meta["name"], True))
-        elif waiting(spec, status) and crossed(meta["uid"], RESYNC_INTERVAL, previous, now):
-            found.append((meta["namespace"], meta["name"], False))
+        elif waiting(spec, status):
+            interval = REFUSED_INTERVAL if status.get("reason") in REFUSALS else RESYNC_INTERVAL
+            if crossed(meta["uid"], interval, previous, now):
+                found.append((meta["namespace"], meta["name"], False))
     return found
 
 

@@ -65,6 +65,13 @@ def test_running_runs_get_progress_waiting_runs_a_resync_others_nothing() -> Non
     assert seen == {("running", True): 12, ("pending", False): 4, ("cancel", False): 4}
 
 
+def test_a_run_whose_pod_was_refused_is_resynced_less_often() -> None:
+    refused = run("refused", "Pending")
+    refused["status"]["reason"] = "QuotaExceeded"
+    seen = [t for t in range(1, 241) if sweep.due([refused], t - 1, t)]
+    assert len(seen) == 240 // sweep.REFUSED_INTERVAL and sweep.REFUSED_INTERVAL > sweep.RESYNC_INTERVAL
+
+
 def peer(priority: int, seen: datetime.datetime, lifetime: int = 60) -> dict[str, Any]:
     return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
 
