@@ -24,6 +24,7 @@ soak: a namespace where pods run (the test-only trainer image, sleeping 1 s); `-
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
@@ -58,11 +59,29 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 MEMTRACE = Path(__file__).resolve().parent / "memtrace"
 
 
+def _memtrace_path() -> str:
+    """bench/memtrace first, then the caller's PYTHONPATH: the operator runs the code the bench was started with
+    (a checkout's own `operator/`), not whichever one the editable install points to."""
+    return os.pathsep.join(p for p in (str(MEMTRACE), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _dumped(op: Operator, sig: int, path: Path, marker: str, timeout: float = 300.0) -> None:
+    """Send `sig` and wait until the operator has appended one more `marker` section to `path`: a dump of a
+    large heap takes seconds, and an operator stopped meanwhile writes nothing."""
+    def sections() -> int:
+        return path.read_text().count(marker) if path.exists() else 0
+
+    before = sections()
+    assert op.proc is not None
+    op.proc.send_signal(sig)
+    poll(lambda: sections() > before or not op.alive(), timeout, f"{path.name} written", 0.5)
+
+
 def levels(bed: Any, steps: list[int], settle_s: float, trace: bool, out: Path) -> dict[str, Any]:
     ns = BenchNamespace(bed, "bench-mem", no_pods=True)
     experiment = f"bench-mem-{ns.name}"
     # Always the (cheap) object census on SIGUSR2; tracemalloc only when asked.
-    env = {"PYTHONPATH": str(MEMTRACE), "KTO_GC_CENSUS_OUT": str(out / "census.txt")}
+    env = {"PYTHONPATH": _memtrace_path(), "KTO_GC_CENSUS_OUT": str(out / "census.txt")}
     if trace:
         env["KTO_TRACEMALLOC_OUT"] = str(out / "tracemalloc.txt")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,10 +98,9 @@ def levels(bed: Any, steps: list[int], settle_s: float, trace: bool, out: Path) 
             rss, hwm = settle(op, settle_s)
             figures["rss_mb"][level], figures["hwm_mb"][level] = rss, hwm
             print(f"  {level:5d} TrainingRuns: RSS {rss:6.1f} MB (peak so far {hwm:.1f} MB)", flush=True)
-            assert op.proc is not None
-            op.proc.send_signal(signal.SIGUSR2)
+            _dumped(op, signal.SIGUSR2, out / "census.txt", "-- census:")
             if trace:
-                op.proc.send_signal(signal.SIGUSR1)
+                _dumped(op, signal.SIGUSR1, out / "tracemalloc.txt", "traced now")
 
         measure(0)
         present = 0
@@ -108,7 +126,7 @@ def soak(bed: Any, seconds: float, in_flight: int, trace: bool, out: Path) -> di
     experiment = f"bench-soak-{ns.name}"
     out.mkdir(parents=True, exist_ok=True)
     # Object census (SIGUSR2) after the warm-up and at the end: what grows between them.
-    env = {"PYTHONPATH": str(MEMTRACE), "KTO_GC_CENSUS_OUT": str(out / "census.txt")}
+    env = {"PYTHONPATH": _memtrace_path(), "KTO_GC_CENSUS_OUT": str(out / "census.txt")}
     if trace:
         env["KTO_TRACEMALLOC_OUT"] = str(out / "tracemalloc.txt")
     op = Operator(bed, ns.name, out, env=env)
@@ -116,10 +134,9 @@ def soak(bed: Any, seconds: float, in_flight: int, trace: bool, out: Path) -> di
     censused = False
 
     def dump() -> None:
-        assert op.proc is not None
-        op.proc.send_signal(signal.SIGUSR2)
+        _dumped(op, signal.SIGUSR2, out / "census.txt", "-- census:")
         if trace:
-            op.proc.send_signal(signal.SIGUSR1)
+            _dumped(op, signal.SIGUSR1, out / "tracemalloc.txt", "traced now")
     samples: list[tuple[float, float]] = []
     done = 0
     counter = 0
