@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import api, connection, deletion, diffbase, identity, naming, reconcile, sweep, views
+from . import api, connection, deletion, diffbase, follow_requests, identity, naming, reconcile, sweep, views
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
@@ -89,6 +89,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
                                           solo=settings.peering.standalone, handled=handled)
     memo.sweep = sweep.Sweep(kwargs["live_trainingruns"], _sweep_follow(memo, kwargs), kube,
                              _peering(settings, memo))
+    memo.follow_requests = follow_requests.FollowRequests(memo.trainingrun_follows, _slotted_follow(memo, kwargs),
+                                                         lambda: memo.sweep.context)
     memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")
     memo.sweep_task.add_done_callback(_sweep_ended)
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
@@ -112,6 +114,9 @@ async def shutdown(memo: Any, **_: Any) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await memo.sweep.stop()
+    requests: follow_requests.FollowRequests | None = memo.get("follow_requests")
+    if requests is not None:
+        await requests.stop()
     ctx: reconcile.Context | None = memo.get("trainingruns")
     if ctx is not None:
         await ctx.tracker.close()
@@ -130,6 +135,15 @@ def _sweep_follow(memo: Any, indexes: dict[str, Any]) -> sweep.Follow:
 
     async def follow(namespace: str, name: str, with_progress: bool) -> None:
         await _follow(memo, namespace, name, indexes, with_progress=with_progress)
+
+    return follow
+
+
+def _slotted_follow(memo: Any, indexes: dict[str, Any]) -> follow_requests.Follow:
+    """The follow of a request from a watch event, in a slot its queue already holds."""
+
+    async def follow(namespace: str, name: str, with_progress: bool) -> None:
+        await reconcile.follow(memo.trainingruns, _views(indexes), namespace, name, with_progress=with_progress)
 
     return follow
 
@@ -207,19 +221,24 @@ def _owner_name(meta: kopf.Meta) -> str | None:
     return meta.get("annotations", {}).get(naming.ANNOTATION_TRAININGRUN)
 
 
+# A Job or pod event only requests a follow of its run and returns: the follow waits for its slot without
+# holding kopf's per-event state (follow_requests).
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-async def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def job_changed(namespace: str | None, meta: kopf.Meta, body: kopf.Body, memo: Any, **_: Any) -> None:
     owner = _owner_name(meta)
     if owner:
-        _ctx(memo, namespace)[0].remember_job(body)
-        await _follow(memo, namespace, owner, kwargs, with_progress=False)
+        ctx, ns = _ctx(memo, namespace)
+        ctx.remember_job(body)
+        memo.sweep.adopt()
+        memo.follow_requests.request(ns, owner)
 
 
 @kopf.on.event("v1", "pods", labels=CHILD_LABELS)
-async def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **kwargs: Any) -> None:
+async def pod_changed(namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any) -> None:
     owner = _owner_name(meta)
     if owner:
-        await _follow(memo, namespace, owner, kwargs, with_progress=False)
+        memo.sweep.adopt()
+        memo.follow_requests.request(_ctx(memo, namespace)[1], owner)
 
 
 @kopf.on.delete(*TR, backoff=ERROR_BACKOFF)
