@@ -5,6 +5,7 @@ that cannot be undone (closing the MLflow run, failing a run) reads the API serv
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,10 +18,24 @@ UNCONFIRMED = "_unconfirmed"
 Index = Mapping[Any, Iterable[Any]]
 
 
-def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A watched object as kept in an index: without managedFields (the larger half of most objects)."""
-    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-    return {**body, "metadata": meta}
+def _own(value: Any) -> Any:
+    """A copy of a watched object's part that shares nothing with the watch event, its keys interned: an index
+    entry that kept the event's own dicts would keep that whole event alive (managedFields included), and each
+    event brings its own copy of every key name ("metadata", "creationTimestamp"...), once per object."""
+    if isinstance(value, Mapping):
+        return {sys.intern(k) if type(k) is str else k: _own(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_own(v) for v in value]
+    return value
+
+
+def slim(body: Mapping[str, Any], leave_out: Mapping[str, Iterable[str]] = {}) -> dict[str, Any]:
+    """A watched object as kept in an index (its own copy, see `_own`): without managedFields (the larger half
+    of most objects), nor the fields of `leave_out` (top-level key -> its keys to drop)."""
+    drop = {"metadata": {"managedFields"}, **{k: set(v) for k, v in leave_out.items()}}
+    return {sys.intern(k): _own({f: v for f, v in part.items() if f not in drop[k]}
+                                if k in drop and isinstance(part, Mapping) else part)
+            for k, part in body.items()}
 
 
 # kopf's copy of the last handled spec, as a JSON string (status.kopf; an annotation before): never read by a
@@ -35,12 +50,10 @@ def run_entry(body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp") or (body.get("status") or {}).get("phase") in status.TERMINAL_PHASES:
         return {}
-    entry = slim(body)
+    entry = slim(body, leave_out={"status": ("kopf",)})
     annotations = entry["metadata"].get("annotations")
     if annotations and LAST_HANDLED in annotations:
-        entry["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != LAST_HANDLED}
-    if "kopf" in (entry.get("status") or {}):
-        entry["status"] = {k: v for k, v in entry["status"].items() if k != "kopf"}
+        del annotations[LAST_HANDLED]  # the entry's own copy
     return {(meta["namespace"], meta["name"]): entry}
 
 
@@ -53,12 +66,8 @@ def child_entry(body: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
 def job_entry(body: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
     """Index entry of a Job of ours, without its pod template (the pods are watched themselves): a follow reads
     the Job's status, metadata and scalar spec fields only."""
-    entry = child_entry(body)
-    if entry is None:
-        return None
-    job = next(iter(entry.values()))
-    job["spec"] = {k: v for k, v in (job.get("spec") or {}).items() if k != "template"}
-    return entry
+    uid = ((body.get("metadata") or {}).get("labels") or {}).get(naming.LABEL_TRAININGRUN_UID)
+    return {uid: slim(body, leave_out={"spec": ("template",)})} if uid else None
 
 
 def power_entry(body: Mapping[str, Any]) -> dict[str, str]:

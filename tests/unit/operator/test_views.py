@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kto_operator import naming, views
@@ -72,3 +73,35 @@ def test_index_entries_leave_out_what_no_follow_reads() -> None:
                            "spec": {"completionMode": "Indexed", "completions": 2, "activeDeadlineSeconds": 60},
                            "status": {"active": 2}}}
     assert "template" in job["spec"] and views.job_entry({"metadata": {"name": "x"}}) is None
+
+
+def test_index_entries_share_nothing_with_the_watch_event() -> None:
+    """An entry holding the event's own dicts would keep the whole event (managedFields included) alive."""
+    body = run("Running")
+    body["metadata"]["labels"] = {naming.LABEL_TRAININGRUN_UID: "u1"}
+    body["spec"] = {"command": ["python", "-c", "pass"], "parameters": {"epochs": 1}, "template": {"spec": {}}}
+    entries = [next(iter(views.run_entry(body).values())), next(iter((views.job_entry(body) or {}).values()))]
+
+    def parts(value: Any) -> list[Any]:
+        if isinstance(value, dict):
+            return [value, *(p for v in value.values() for p in parts(v))]
+        if isinstance(value, list):
+            return [value, *(p for v in value for p in parts(v))]
+        return []
+
+    event_parts = {id(p) for p in parts(body)}
+    for entry in entries:
+        assert not event_parts & {id(p) for p in parts(entry)}
+    assert entries[0]["spec"] == body["spec"] and entries[0]["status"] == body["status"]
+    assert "template" not in entries[1]["spec"] and entries[1]["spec"]["command"] == ["python", "-c", "pass"]
+    assert "managedFields" not in entries[1]["metadata"]
+    assert entries[1]["metadata"]["labels"] == body["metadata"]["labels"]
+
+
+def test_index_entries_key_names_are_shared_between_objects() -> None:
+    """Each watch event decodes its own copy of every key name; the entries keep one of each."""
+    first, second = (json.loads(json.dumps(run("Running"))) for _ in range(2))
+    a, b = (next(iter(views.run_entry(body).values())) for body in (first, second))
+    key_a = next(k for k in a["metadata"] if k == "resourceVersion")
+    key_b = next(k for k in b["metadata"] if k == "resourceVersion")
+    assert key_a is key_b
