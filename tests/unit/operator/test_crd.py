@@ -89,6 +89,29 @@ def test_status_fields(version: dict[str, Any]) -> None:
                                        "Cancelled"]
 
 
+def test_kopfs_bookkeeping_is_kept_in_both_crds(version: dict[str, Any]) -> None:
+    """kopf's diff base and retry progress live in status.kopf: a CRD that pruned it would make every event
+    look like a new creation to kopf."""
+    power = yaml.safe_load((CRD_PATH.parent / "powerschedule.yaml").read_text())
+    for found in (version, power["spec"]["versions"][0]):
+        kopf = found["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["kopf"]
+        assert kopf["x-kubernetes-preserve-unknown-fields"] is True
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key twice in one mapping, as kustomize does (safe_load keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        assert len(keys) == len(set(keys)), f"duplicate key at line {node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CRD_PATH.parent.glob("*.yaml")))
+def test_no_key_twice_in_a_crd(name: str) -> None:
+    assert list(yaml.load_all((CRD_PATH.parent / name).read_text(), Loader=_StrictLoader))
+
+
 def test_immutability_rules_cover_every_field_but_cancel(version: dict[str, Any]) -> None:
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     rules = " ".join(r["rule"] for r in spec["x-kubernetes-validations"])
