@@ -46,9 +46,10 @@ class Context:
     # Touched by handlers on kopf's event loop only, never awaiting in between: no lock.
     last_jobs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # The resourceVersion of this operator's last status write, per live run (run_key): a watched copy at that
-    # version is as current as a read of the API server, unless someone else wrote since. A user's write
-    # changes the version; another replica's may come from a copy this one never saw, hence only when this
-    # replica is the only one (`solo`: no peering).
+    # version is taken as current for a final step, without a read. Another replica's write may come from a
+    # copy this one never saw, hence only when this replica is the only one (`solo`: no peering). A user's
+    # write (cancel, delete) within the watch's lag is the accepted risk: the final status write, conditional
+    # on that version, then fails and the run is read again; only its MLflow run was closed first.
     own_writes: dict[str, str] = dataclasses.field(default_factory=dict)
     solo: bool = True
     # UIDs of the runs this replica ended (final status written), with when: for ENDED_MEMORY, the watch may

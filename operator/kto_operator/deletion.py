@@ -53,3 +53,4 @@ async def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapse
         ctx.metrics.set_phase(meta["uid"], None)
         ctx.last_job(meta["uid"], forget=True)
         ctx.wrote(key, meta["uid"], None, final=True)
+        ctx.handled.pop(meta["uid"], None)

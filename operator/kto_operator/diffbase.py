@@ -6,12 +6,16 @@ and one watch event more per run. Here the start handler writes it with the run'
 step of a successful start: kopf retries a failed handler only while the diff base differs), and kopf's
 store finds nothing left to send. kopf writes it itself after any other handling (a spec change, a resume).
 An entry of `written` lives until a watch event shows the status it was written with (a run deleted at once
-shows it in its DELETED event).
+shows it in its DELETED event; the deletion handler drops it too). This holds while `start` is the
+TrainingRun's only creation handler: a second one that failed would not be retried once the start's write
+made the diff base current. The operator's own annotations (kto.dev/, e.g. a wake request on a
+PowerSchedule) are left out of the essence, as kopf leaves out those of a prefix it marks as its own.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -30,6 +34,11 @@ def encode(essence: Any) -> str:
 def status_field(encoded: str) -> dict[str, Any]:
     """The status fields that carry `encoded`."""
     return {FIELD[1]: {FIELD[2]: encoded}}
+
+
+def carried(body: Mapping[str, Any] | None) -> str | None:
+    """The diff base a stored object carries in its status."""
+    return ((((body or {}).get(FIELD[0]) or {}).get(FIELD[1])) or {}).get(FIELD[2])
 
 
 class StatusDiffBase(kopf.StatusDiffBaseStorage):
@@ -54,6 +63,18 @@ class StatusDiffBase(kopf.StatusDiffBaseStorage):
             essence: kopf.BodyEssence = json.loads(self.written[uid])
             return essence
         return self.legacy.fetch(body=body)
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = essence.get("metadata", {}).get("annotations")
+        if annotations:
+            for key in [k for k in annotations if k.startswith(f"{naming.KOPF_PREFIX}/")]:
+                del annotations[key]
+            if not annotations:
+                del essence["metadata"]["annotations"]
+            if not essence["metadata"]:
+                del essence["metadata"]
+        return essence
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         if self.written.get(body.metadata.uid or "") == encode(essence):

@@ -56,7 +56,7 @@ CONSOLE_COOKIE = "kto-console"
 CONSOLE_CSRF_HEADER = "X-CSRF-Token"
 CONSOLE_PROXY_TOKEN_HEADER = "X-Forwarded-Access-Token"
 
-# kopf's annotations under our group: those an older operator wrote (its bookkeeping is now in status.kopf).
+# Prefix of kopf's annotations an older operator wrote (kopf's bookkeeping is in status.kopf).
 KOPF_PREFIX = GROUP
 FINALIZER = f"{GROUP}/finalizer"
 

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from . import status, workers
+from . import naming, status, workers
 from .tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,21 @@ async def progress_of(tracker: Tracker, spec: Mapping[str, Any], uri: str, run_i
     if not (done or epochs):
         return {}
     return {"progress": {"epoch": done, **({"epochs": int(epochs)} if epochs else {})}}
+
+
+async def image(tracker: Tracker, tr: Mapping[str, Any], uri: str, image_id: str | None) -> dict[str, str]:
+    """Reproducibility: the image digest tagged on the MLflow run, once; the status field to write with it
+    (in the step's one patch). Nothing until the tag is set, so that the status never claims an untagged run."""
+    status_ = tr.get("status") or {}
+    run_id = (status_.get("mlflow") or {}).get("runId")
+    if not image_id or status_.get("imageID") == image_id or not run_id:
+        return {}
+    try:
+        await tracker.set_tag(uri, str(run_id), naming.TAG_IMAGE_ID, image_id)
+    except (MlflowUnavailable, TrackingError) as exc:
+        logger.warning("image digest not tagged on run %s yet: %s", run_id, exc)
+        return {}
+    return {"imageID": image_id}
 
 
 async def close(tracker: Tracker, spec: Mapping[str, Any], uri: str, ids: Mapping[str, Any], phase: str,

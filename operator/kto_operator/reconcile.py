@@ -72,16 +72,18 @@ def _run_url(ctx: Context, tr: Mapping[str, Any], run: RunInfo) -> str:
     return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
 
 
-async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str, **fields: Any) -> None:
+async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
+                 **fields: Any) -> dict[str, Any] | None:
     """One status patch for this step (none when nothing is worth writing: status.status_patch), an Event
-    when the step is worth one (status.event_type), metrics on each transition. Raises Conflict when `tr`
-    came from a watch and the TrainingRun has changed since."""
+    when the step is worth one (status.event_type), metrics on each transition: the TrainingRun as stored
+    after the patch, None without one. Raises Conflict when `tr` came from a watch and the TrainingRun has
+    changed since."""
     meta = tr["metadata"]
     current = tr.get("status") or {}
     message = message[: ctx.settings.message_max_chars]
     patch = status.status_patch(current, meta.get("generation"), phase, reason, message, fields, ctx.clock())
     if patch is None:
-        return
+        return None
     body: dict[str, Any] = {"status": patch}
     if tr.get(UNCONFIRMED):
         body["metadata"] = {"resourceVersion": meta.get("resourceVersion")}
@@ -94,11 +96,12 @@ async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mess
     tr["status"] = {**current, **patch}
     ctx.metrics.set_phase(meta["uid"], tr["status"].get("phase", phase))
     if "phase" not in patch or (current.get("phase"), current.get("reason")) == (phase, reason):
-        return
+        return stored
     ctx.metrics.transitions.labels(phase, reason).inc()
     kind = status.event_type(current, phase, reason, WARNING_REASONS)
     if kind:
         _event(tr, kind, reason, f"{phase}: {message}" if message else phase)
+    return stored
 
 
 async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
@@ -184,14 +187,16 @@ async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int, h
     # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
     # them as arguments). Before the JobCreated write, the start's last step: it carries kopf's diff base,
     # and kopf retries a failed start only while that differs. After a restart only the missing ones are logged.
-    await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
-    meta = tr["metadata"]
-    if handled is not None:
-        job_fields.update(diffbase.status_field(handled))
-    await _write(ctx, tr, status.PENDING, status.NO_POD,
-                 f"Job {job_fields['jobName']} created, MLflow run {run_id}", **job_fields)
-    if handled is not None:
-        ctx.handled[meta["uid"]] = handled  # kopf's own store of it is then skipped
+    text = f"Job {job_fields['jobName']} created, MLflow run {run_id}"
+    try:
+        await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
+    except kopf.TemporaryError:
+        await _write(ctx, tr, status.PENDING, status.NO_POD, text, **job_fields)  # the Job is followed meanwhile
+        raise
+    stored = await _write(ctx, tr, status.PENDING, status.NO_POD, text,
+                          **job_fields, **(diffbase.status_field(handled) if handled else {}))
+    if handled and diffbase.carried(stored) == handled:  # not when a CRD without status.kopf pruned it
+        ctx.handled[tr["metadata"]["uid"]] = handled  # kopf's own store of it is then skipped
 
 
 async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
@@ -343,8 +348,9 @@ async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progre
             # The failure's details (exit code, log tail) from the pods as stored: a watch may lag the Job's.
             pods = await refusals.run_pods(ctx.kube, meta["namespace"], meta["uid"])
             observed = await refusals.observe(ctx.kube, job, pods, meta["namespace"], ctx.clock(), ctx.limits)
+        tagged = await outcome.image(ctx.tracker, tr, _uri(ctx, tr), observed.image_id)
         finished = await _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
-                                 observed.workers, **await _image(ctx, tr, observed.image_id))
+                                 observed.workers, **tagged)
         if finished:
             ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).
@@ -353,27 +359,13 @@ async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progre
             _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
         return
     extra: dict[str, Any] = {"workers": observed.workers} if observed.workers else {}
-    extra.update(await _image(ctx, tr, observed.image_id))
+    extra.update(await outcome.image(ctx.tracker, tr, _uri(ctx, tr), observed.image_id))
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
     run_id = _run_ids(tr).get("runId")
     if observed.phase == status.RUNNING and with_progress and run_id:
         extra.update(await outcome.progress(ctx.tracker, tr, _uri(ctx, tr), str(run_id)))
     await _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
-
-
-async def _image(ctx: Context, tr: dict[str, Any], image_id: str | None) -> dict[str, str]:
-    """Reproducibility: the image digest tagged on the MLflow run, once; the status field to write with it
-    (in the step's one patch). Nothing until the tag is set, so that the status never claims an untagged run."""
-    ids = _run_ids(tr)
-    if not image_id or (tr.get("status") or {}).get("imageID") == image_id or not ids.get("runId"):
-        return {}
-    try:
-        await ctx.tracker.set_tag(_uri(ctx, tr), str(ids["runId"]), naming.TAG_IMAGE_ID, image_id)
-    except (MlflowUnavailable, TrackingError) as exc:
-        logger.warning("image digest not tagged on run %s yet: %s", ids["runId"], exc)
-        return {}
-    return {"imageID": image_id}
 
 
 async def _cancel(ctx: Context, views: Views, tr: dict[str, Any]) -> None:

@@ -38,8 +38,8 @@ def slim(body: Mapping[str, Any], leave_out: Mapping[str, Iterable[str]] = {}) -
             for k, part in body.items()}
 
 
-# kopf's copy of the last handled spec, as a JSON string (status.kopf; an annotation before): never read by a
-# follow.
+# kopf's copy of the last handled spec, as a JSON string, in the annotation an older operator wrote (now in
+# status.kopf, also left out of the entries): never read by a follow.
 LAST_HANDLED = f"{naming.KOPF_PREFIX}/last-handled-configuration"
 
 

@@ -52,7 +52,16 @@ def test_fetch_reads_the_status_then_an_older_operators_annotation() -> None:
     assert storage.fetch(body=body(annotations=legacy)) == ESSENCE
 
 
-def test_the_essence_leaves_the_diff_base_out() -> None:
+def test_the_essence_leaves_the_operators_own_annotations_out() -> None:
     storage = diffbase.StatusDiffBase({})
-    handled = body(status=diffbase.status_field(diffbase.encode(ESSENCE)))
-    assert storage.build(body=handled) == storage.build(body=body())
+    wake = body(annotations={f"{naming.KOPF_PREFIX}/wake-requested-at": "2026-12-02T03:00:00Z"})
+    assert storage.build(body=wake) == storage.build(body=body()) == ESSENCE  # no change for kopf, no write
+    team = body(annotations={f"{naming.KOPF_PREFIX}/x": "1", "team": "a"})
+    assert storage.build(body=team) == {**ESSENCE, "metadata": {"annotations": {"team": "a"}}}
+
+
+def test_carried_reads_what_the_api_server_stored() -> None:
+    encoded = diffbase.encode(ESSENCE)
+    assert diffbase.carried({"status": diffbase.status_field(encoded)}) == encoded
+    assert diffbase.carried({"status": {"phase": "Pending"}}) is None  # pruned by a CRD without status.kopf
+    assert diffbase.carried(None) is None

@@ -1,0 +1,87 @@
+"""The start's last write (reconcile.ensure_started): the JobCreated status carries kopf's diff base, noted
+for kopf's store only when the API server kept it; a failure to log the params still records the Job."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import kopf
+import pytest
+from kto_operator import diffbase, reconcile
+from kto_operator.metrics import Metrics
+from kto_operator.settings import OperatorSettings
+from kto_operator.tracking import MlflowUnavailable, RunInfo
+from kto_operator.views import Views
+
+NS, NAME, UID = "ns", "run", "uid-1"
+HANDLED = diffbase.encode({"spec": {"image": "trainer:1"}})
+
+
+class FakeKube:
+    """Status patches applied to one stored TrainingRun; `prunes`: a CRD without status.kopf."""
+
+    def __init__(self, prunes: bool = False) -> None:
+        self.stored: dict[str, Any] = {"metadata": {"namespace": NS, "name": NAME, "uid": UID, "generation": 1,
+                                                    "resourceVersion": "1"}, "status": {}}
+        self.prunes, self.jobs, self.statuses = prunes, 0, []  # type: ignore[var-annotated]
+
+    async def patch(self, kind: Any, namespace: str, name: str, body: dict[str, Any], *,
+                    status: bool = False) -> dict[str, Any]:
+        written = {k: v for k, v in body["status"].items() if not (self.prunes and k == "kopf")}
+        self.statuses.append(written)
+        self.stored["status"] = {**self.stored["status"], **written}
+        self.stored["metadata"]["resourceVersion"] = str(int(self.stored["metadata"]["resourceVersion"]) + 1)
+        return copy.deepcopy(self.stored)
+
+    async def create_owned(self, kind: Any, manifest: Any, owner_uid: str) -> bool:
+        self.jobs += 1
+        return True
+
+
+class FakeTracker:
+    def __init__(self, params_fail: bool) -> None:
+        self.params_fail = params_fail
+
+    async def ensure_run(self, *args: Any, **kwargs: Any) -> tuple[RunInfo, bool]:
+        return RunInfo("r1", "7", "RUNNING"), True
+
+    async def log_params(self, *args: Any, **kwargs: Any) -> None:
+        if self.params_fail:
+            raise MlflowUnavailable("MLflow down")
+
+
+@pytest.fixture(autouse=True)
+def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile, "_event", lambda *args: None)  # kopf posts Events from its handlers only
+
+
+def start(kube: FakeKube, params_fail: bool = False) -> reconcile.Context:
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(params_fail),  # type: ignore[arg-type]
+                            metrics=Metrics())
+    tr = {**copy.deepcopy(kube.stored), "spec": {"image": "trainer:1", "experiment": "e",
+                                                 "parameters": {"epochs": 1}}}
+    asyncio.run(reconcile.ensure_started(ctx, Views(runs={(NS, NAME): [tr]}), NS, NAME, 0, HANDLED))
+    return ctx
+
+
+def test_the_jobcreated_write_carries_kopfs_diff_base() -> None:
+    kube = FakeKube()
+    ctx = start(kube)
+    assert kube.jobs == 1 and kube.statuses[-1]["reason"] == "JobCreated"
+    assert diffbase.carried(kube.stored) == HANDLED and ctx.handled == {UID: HANDLED}
+
+
+def test_a_crd_that_prunes_it_leaves_kopfs_own_store() -> None:
+    kube = FakeKube(prunes=True)
+    ctx = start(kube)
+    assert kube.statuses[-1]["reason"] == "JobCreated" and not ctx.handled
+
+
+def test_params_not_logged_the_job_is_still_recorded_without_the_diff_base() -> None:
+    kube = FakeKube()
+    with pytest.raises(kopf.TemporaryError):
+        start(kube, params_fail=True)
+    assert kube.stored["status"]["jobName"] == NAME and kube.stored["status"]["mlflow"]["runId"] == "r1"
+    assert diffbase.carried(kube.stored) is None  # kopf retries the start: the diff base must still differ
