@@ -38,8 +38,9 @@ class FollowRequests:
 
     def request(self, namespace: str, name: str, with_progress: bool = False) -> None:
         """Follow the run soon; never awaits. The follow runs in a copy of the lent context, not of the caller's:
-        kopf posts Events through context variables it sets for its handlers, but a handler's own context also
-        holds its cause (the event's body, patch, logger), which a waiting task must not keep."""
+        kopf posts Events through context variables it sets for its handlers, and a handler's context also holds
+        its cause (the event's body, patch, logger). The lent one is a single handler's, kept for the process's
+        life; a waiting task must not keep one per event."""
         key = (namespace, name)
         if key in self.waiting:
             self.waiting[key] = self.waiting[key] or with_progress
