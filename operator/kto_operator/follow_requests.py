@@ -14,15 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import kopf
-
-from . import api
-
-logger = logging.getLogger(__name__)
+from . import sweep
 
 Follow = Callable[[str, str, bool], Coroutine[Any, Any, None]]  # (namespace, name, with_progress), in a slot
 
@@ -59,14 +54,7 @@ class FollowRequests:
 
     def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if task.cancelled():
-            return
-        # Either way the run's next event or its turn in the sweep tries again.
-        exc = task.exception()
-        if isinstance(exc, (*api.CALL_ERRORS, kopf.TemporaryError)):
-            logger.warning("%s: %s", task.get_name(), exc)
-        elif exc is not None:
-            logger.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+        sweep.report(task)
 
     async def stop(self) -> None:
         tasks = list(self.tasks)

@@ -84,6 +84,18 @@ def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[
     return found
 
 
+def report(task: asyncio.Task[None]) -> None:
+    """Log how a background follow ended (the sweep's or an event's): either way the run's next turn or its next
+    event tries again."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, (*api.CALL_ERRORS, kopf.TemporaryError)):
+        logger.warning("%s: %s", task.get_name(), exc)
+    elif exc is not None:
+        logger.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+
+
 def outranked(peers: Mapping[str, Any], priority: int, now: datetime.datetime) -> bool:
     """kopf's pause rule: a live peer (last seen within its lifetime) of a higher priority than ours."""
     for peer in peers.values():
@@ -174,14 +186,7 @@ class Sweep:
     def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self.in_flight.get(key) is task:
             del self.in_flight[key]
-        if task.cancelled():
-            return
-        # Either way the run's next turn (or its next event) tries again.
-        exc = task.exception()
-        if isinstance(exc, (*api.CALL_ERRORS, kopf.TemporaryError)):
-            logger.warning("%s: %s", task.get_name(), exc)
-        elif exc is not None:
-            logger.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+        report(task)
 
     async def stop(self) -> None:
         tasks = list(self.in_flight.values())
