@@ -25,7 +25,7 @@ from typing import Any, cast
 import httpx
 import kopf
 import yaml
-from lightkube import AsyncClient, KubeConfig
+from lightkube import ALL_NS, AsyncClient, KubeConfig
 from lightkube.config.client_adapter import async_check_output, verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import User, UserExec
@@ -238,14 +238,15 @@ class Api:
                 return None
             raise
 
-    async def list(self, kind: Kind, namespace: str, *, labels: Mapping[str, str] | None = None,
+    async def list(self, kind: Kind, namespace: str | None, *, labels: Mapping[str, str] | None = None,
                    fields: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        """Every page; [] for a kind the server does not serve (404: e.g. a CRD not installed)."""
+        """Every page (namespace None: of all namespaces); [] for a kind the server does not serve (404: e.g. a
+        CRD not installed)."""
         try:
             with _errors():
                 by_label: dict[str, Any] = dict(labels or {})
                 by_field: dict[str, Any] = dict(fields or {})
-                pages = self.client.list(kind, namespace=namespace, chunk_size=self.options.page_size,
+                pages = self.client.list(kind, namespace=namespace or ALL_NS, chunk_size=self.options.page_size,
                                          labels=by_label, fields=by_field)
                 return [dict(o) async for o in pages]
         except ApiError as err:

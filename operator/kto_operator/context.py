@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import naming, status, times
-from .api import Api
+from .api import RUNS, Api
 from .concurrency import Coalescer, KeyedLocks
 from .metrics import Metrics
 from .settings import OperatorSettings
@@ -58,6 +58,11 @@ class Context:
     # kopf's diff base the start handler wrote with a JobCreated status, per UID, until kopf's store of it
     # (diffbase.StatusDiffBase, which shares this dict) skips it.
     handled: dict[str, str] = dataclasses.field(default_factory=dict)
+    # UIDs of the runs whose MLflow run may exist although their status names none: those with an empty status
+    # when this process started (`unrecorded`: an earlier process may have created it and died before its
+    # write), and those this process set out to create one for. A run with an empty status outside this set was
+    # created since, and a replica alone (`solo`) is the only one that may have acted on it: no run to search.
+    maybe_created: set[str] = dataclasses.field(default_factory=set)
 
     def wrote(self, key: str, uid: str, version: str | None, final: bool) -> None:
         """Note a status write of run `key`; a final one ends what is kept for it but a short memory."""
@@ -66,6 +71,7 @@ class Context:
         else:
             self.own_writes[key] = version
         if final:
+            self.maybe_created.discard(uid)
             now = self.clock()
             self.ended.pop(uid, None)
             self.ended[uid] = now
@@ -102,3 +108,8 @@ class Context:
         s = self.settings
         return status.Limits(s.fail_fast_seconds, s.log_tail_lines, s.message_max_chars)
 
+
+async def unrecorded(kube: Api, namespace: str | None) -> set[str]:
+    """UIDs of the TrainingRuns (of `namespace`, None: all) whose status is empty: Context.maybe_created at start."""
+    runs = await kube.list(RUNS, namespace)
+    return {tr["metadata"]["uid"] for tr in runs if not tr.get("status")}

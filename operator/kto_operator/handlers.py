@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import api, connection, deletion, diffbase, follow_requests, identity, naming, reconcile, sweep, views
+from . import api, connection, context, deletion, diffbase, follow_requests, identity, naming, reconcile, sweep, views
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
@@ -84,9 +84,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     # creation), follows of other runs; both await MLflow on the event loop.
     memo.trainingrun_starts = asyncio.Semaphore(ours.start_workers)
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
+    # Listed before kopf starts its watches: a run created later is one this process alone can have acted on.
+    maybe_created = await context.unrecorded(kube, memo.get("namespace"))
     memo.trainingruns = reconcile.Context(settings=ours, kube=kube, tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(kube),
-                                          solo=settings.peering.standalone, handled=handled)
+                                          solo=settings.peering.standalone, handled=handled,
+                                          maybe_created=maybe_created)
     memo.sweep = sweep.Sweep(kwargs["live_trainingruns"], _sweep_follow(memo, kwargs), kube,
                              _peering(settings, memo))
     memo.follow_requests = follow_requests.FollowRequests(memo.trainingrun_follows, _slotted_follow(memo, kwargs),

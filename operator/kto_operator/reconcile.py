@@ -195,6 +195,7 @@ async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int, h
         raise
     stored = await _write(ctx, tr, status.PENDING, status.NO_POD, text,
                           **job_fields, **(diffbase.status_field(handled) if handled else {}))
+    ctx.maybe_created.discard(tr["metadata"]["uid"])  # the status names the run now
     if handled and diffbase.carried(stored) == handled:  # not when a CRD without status.kopf pruned it
         ctx.handled[tr["metadata"]["uid"]] = handled  # kopf's own store of it is then skipped
 
@@ -213,11 +214,12 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
             raise kopf.TemporaryError(waiting, delay=PLATFORM_DELAY)
     tags = naming.run_tags(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
                            job=naming.job_name(meta["name"]), image=spec["image"])
-    # An empty status means no attempt was ever made, so no run can exist: skip the search. The status is
-    # written before the create, so any later attempt (after a crash or a timeout) searches first.
-    never_tried = not tr["status"]
-    if never_tried:
+    # No run can exist for an empty status outside Context.maybe_created: skip the search. With several replicas
+    # the attempt is also written before the create, so that any later one (after a crash) searches first.
+    never_tried = not tr["status"] and meta["uid"] not in ctx.maybe_created
+    if never_tried and not ctx.solo:
         await _write(ctx, tr, status.PENDING, "CreatingRun", "creating the MLflow run")
+    ctx.maybe_created.add(meta["uid"])
     try:
         run, created = await ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"],
                                                     tags, search=not never_tried)
@@ -229,8 +231,8 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
     except TrackingError as exc:
         await _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
         return None
-    # Not written yet: a crash before the Job's write leaves reason CreatingRun, and the next attempt
-    # searches MLflow for this run (by UID) instead of making a second one.
+    # Not written yet: after a crash before the Job's write, the next attempt searches MLflow for this run (by
+    # UID) instead of making a second one.
     return {"mlflow": {"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)}}, \
         created
 
@@ -363,7 +365,9 @@ async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progre
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
     run_id = _run_ids(tr).get("runId")
-    if observed.phase == status.RUNNING and with_progress and run_id:
+    # Progress when asked, and with the write that enters Running: its first figures come with the phase, and a
+    # progress pass writes nothing until they change.
+    if observed.phase == status.RUNNING and run_id and (with_progress or current.get("phase") != status.RUNNING):
         extra.update(await outcome.progress(ctx.tracker, tr, _uri(ctx, tr), str(run_id)))
     await _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
 

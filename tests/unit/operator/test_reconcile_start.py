@@ -1,5 +1,7 @@
-"""The start's last write (reconcile.ensure_started): the JobCreated status carries kopf's diff base, noted
-for kopf's store only when the API server kept it; a failure to log the params still records the Job."""
+"""The start (reconcile.ensure_started): its one status write before the Job's carries kopf's diff base, noted
+for kopf's store only when the API server kept it; a failure to log the params still records the Job. MLflow is
+searched for an earlier attempt's run only when one may exist (Context.maybe_created), and with several replicas
+the attempt is written first."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kto_operator import diffbase, reconcile
+from kto_operator import context, diffbase, reconcile
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
 from kto_operator.tracking import MlflowUnavailable, RunInfo
@@ -42,9 +44,10 @@ class FakeKube:
 
 class FakeTracker:
     def __init__(self, params_fail: bool) -> None:
-        self.params_fail = params_fail
+        self.params_fail, self.searched = params_fail, []  # type: ignore[var-annotated]
 
-    async def ensure_run(self, *args: Any, **kwargs: Any) -> tuple[RunInfo, bool]:
+    async def ensure_run(self, *args: Any, search: bool = True) -> tuple[RunInfo, bool]:
+        self.searched.append(search)
         return RunInfo("r1", "7", "RUNNING"), True
 
     async def log_params(self, *args: Any, **kwargs: Any) -> None:
@@ -57,9 +60,10 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reconcile, "_event", lambda *args: None)  # kopf posts Events from its handlers only
 
 
-def start(kube: FakeKube, params_fail: bool = False) -> reconcile.Context:
+def start(kube: FakeKube, params_fail: bool = False, solo: bool = True,
+          maybe_created: frozenset[str] = frozenset()) -> reconcile.Context:
     ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(params_fail),  # type: ignore[arg-type]
-                            metrics=Metrics())
+                            metrics=Metrics(), solo=solo, maybe_created=set(maybe_created))
     tr = {**copy.deepcopy(kube.stored), "spec": {"image": "trainer:1", "experiment": "e",
                                                  "parameters": {"epochs": 1}}}
     asyncio.run(reconcile.ensure_started(ctx, Views(runs={(NS, NAME): [tr]}), NS, NAME, 0, HANDLED))
@@ -85,3 +89,66 @@ def test_params_not_logged_the_job_is_still_recorded_without_the_diff_base() -> 
         start(kube, params_fail=True)
     assert kube.stored["status"]["jobName"] == NAME and kube.stored["status"]["mlflow"]["runId"] == "r1"
     assert diffbase.carried(kube.stored) is None  # kopf retries the start: the diff base must still differ
+
+
+def searched(ctx: reconcile.Context) -> list[bool]:
+    return ctx.tracker.searched  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_run_new_to_a_lone_replica_is_created_without_a_search_and_one_status_write() -> None:
+    kube = FakeKube()
+    ctx = start(kube)
+    assert searched(ctx) == [False]
+    assert [s["reason"] for s in kube.statuses] == ["JobCreated"]
+    assert not ctx.maybe_created  # the status names the MLflow run now
+
+
+def test_a_run_listed_unrecorded_at_startup_is_searched_for() -> None:
+    kube = FakeKube()
+    ctx = start(kube, maybe_created=frozenset({UID}))
+    assert searched(ctx) == [True] and not ctx.maybe_created
+
+
+def test_a_second_attempt_of_this_process_searches() -> None:
+    """The first attempt's Job status write failed after the MLflow run was made (here: the params log)."""
+    kube = FakeKube()
+    with pytest.raises(kopf.TemporaryError):
+        start(kube, params_fail=True)
+    kube.stored["status"] = {}  # as if that write had not reached the API server
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(False),  # type: ignore[arg-type]
+                            metrics=Metrics(), maybe_created={UID})
+    tr = {**copy.deepcopy(kube.stored), "spec": {"image": "trainer:1", "experiment": "e"}}
+    asyncio.run(reconcile.ensure_started(ctx, Views(runs={(NS, NAME): [tr]}), NS, NAME, 1, None))
+    assert searched(ctx) == [True]
+
+
+def test_an_ended_run_is_forgotten() -> None:
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=FakeKube(), tracker=FakeTracker(False),  # type: ignore[arg-type]
+                            metrics=Metrics(), maybe_created={UID})
+    ctx.wrote(f"{NS}/{NAME}", UID, "2", final=False)
+    assert ctx.maybe_created == {UID}
+    ctx.wrote(f"{NS}/{NAME}", UID, "3", final=True)
+    assert not ctx.maybe_created
+
+
+def test_with_several_replicas_the_attempt_is_written_before_the_create() -> None:
+    kube = FakeKube()
+    ctx = start(kube, solo=False)
+    assert searched(ctx) == [False]
+    assert [s["reason"] for s in kube.statuses] == ["CreatingRun", "JobCreated"]
+
+
+class ListingKube:
+    def __init__(self) -> None:
+        self.namespaces: list[str | None] = []
+
+    async def list(self, kind: Any, namespace: str | None) -> list[dict[str, Any]]:
+        self.namespaces.append(namespace)
+        return [{"metadata": {"uid": "new"}, "status": {}}, {"metadata": {"uid": "older"}},
+                {"metadata": {"uid": "started"}, "status": {"phase": "Pending", "reason": "MlflowUnavailable"}}]
+
+
+def test_at_startup_the_runs_with_an_empty_status_are_the_ones_maybe_created() -> None:
+    kube = ListingKube()
+    assert asyncio.run(context.unrecorded(kube, None)) == {"new", "older"}  # type: ignore[arg-type]
+    assert kube.namespaces == [None]

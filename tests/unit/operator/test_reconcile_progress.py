@@ -1,0 +1,73 @@
+"""Progress (reconcile.follow): the write that enters Running carries the MLflow run's first figures, so that a
+progress pass (the sweep's, every FOLLOW_INTERVAL) writes nothing until they change."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+from kto_operator import reconcile, times
+from kto_operator.metrics import Metrics
+from kto_operator.settings import OperatorSettings
+from kto_operator.views import Views
+
+from .test_reconcile_reads import NAME, NS, UID, FakeKube, FakeTracker, run_body
+
+
+class EpochTracker(FakeTracker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs, self.reads = 0, 0
+
+    async def metrics(self, uri: str, run_id: str) -> dict[str, float]:
+        self.reads += 1
+        return {"loss": 1.0 / (1 + self.epochs)} if self.epochs else {}
+
+    async def epochs_done(self, uri: str, run_id: str, metrics: Any) -> int:
+        return self.epochs
+
+
+def running_job() -> dict[str, Any]:
+    return {"metadata": {"namespace": NS, "name": NAME, "uid": "job-1"}, "spec": {"completions": 1, "parallelism": 1},
+            "status": {"active": 1, "ready": 1}}
+
+
+def running_pod() -> dict[str, Any]:
+    started = times.format_time(times.now())
+    return {"metadata": {"name": f"{NAME}-abcde", "creationTimestamp": started},
+            "spec": {"containers": [{"name": "trainer"}]},
+            "status": {"phase": "Running", "startTime": started, "conditions": [],
+                       "containerStatuses": [{"name": "trainer", "state": {"running": {"startedAt": started}}}]}}
+
+
+@pytest.fixture(autouse=True)
+def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile, "_event", lambda *args: None)  # kopf posts Events from its handlers only
+
+
+def follow(ctx: reconcile.Context, kube: FakeKube, with_progress: bool) -> None:
+    watched = copy.deepcopy(kube.stored)
+    views = Views(runs={(NS, NAME): [watched]}, jobs={UID: [running_job()]}, pods={UID: [running_pod()]})
+    asyncio.run(reconcile.follow(ctx, views, NS, NAME, with_progress=with_progress))
+
+
+def test_entering_running_writes_the_first_progress_and_a_progress_pass_then_nothing() -> None:
+    pending = run_body("7", phase="Pending")
+    pending["spec"]["parameters"] = {"epochs": 3}
+    kube = FakeKube(pending)
+    tracker = EpochTracker()
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=tracker,  # type: ignore[arg-type]
+                            metrics=Metrics())
+    follow(ctx, kube, with_progress=False)  # a pod event: the trainer runs
+    assert kube.stored["status"]["phase"] == "Running"
+    assert kube.stored["status"]["progress"] == {"epoch": 0, "epochs": 3}
+    writes = len(kube.calls)
+    follow(ctx, kube, with_progress=True)  # the sweep's pass, no epoch done since
+    assert len(kube.calls) == writes and tracker.reads == 2
+    tracker.epochs = 1
+    follow(ctx, kube, with_progress=True)
+    assert kube.stored["status"]["progress"] == {"epoch": 1, "epochs": 3} and len(kube.calls) == writes + 1
+    follow(ctx, kube, with_progress=False)  # a pod event while Running: MLflow is not asked
+    assert tracker.reads == 3
