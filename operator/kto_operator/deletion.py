@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import kopf
 
-from . import jobs, naming, refusals, status
+from . import jobs, naming, refusals, status, writes
 from .api import JOBS, RUNS
 from .context import Context, run_key
 from .tracking import MlflowUnavailable, TrackingError
 
 POD_STOP_DELAY = 1.0
-
-
-def _event(tr: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, tr), type=type_, reason=reason, message=message[:1024])
 
 
 async def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapsed: float) -> None:
@@ -46,10 +40,10 @@ async def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapse
                 if left > 0:
                     delay = min(ctx.settings.retry_delay(attempt), max(left, 1.0))
                     raise kopf.TemporaryError(str(exc), delay=delay) from exc
-                _event(tr, "Warning", "MlflowUnavailable",
+                writes.event(tr, "Warning", "MlflowUnavailable",
                        f"MLflow unreachable for {elapsed:.0f}s; its run is left as is: {exc}")
             except TrackingError as exc:
-                _event(tr, "Warning", "MlflowError", str(exc))
+                writes.event(tr, "Warning", "MlflowError", str(exc))
         ctx.metrics.set_phase(meta["uid"], None)
         ctx.last_job(meta["uid"], forget=True)
         ctx.wrote(key, meta["uid"], None, final=True)

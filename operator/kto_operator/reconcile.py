@@ -10,60 +10,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
-from . import diffbase, indexed, jobs, naming, outcome, refusals, status, times
+from . import diffbase, indexed, jobs, naming, outcome, refusals, status, times, writes
 from .api import JOBS, RUNS, SERVICES, Conflict, JobConflict, JobRejected
 from .context import Context, PlatformGate, run_key
 from .tracking import MlflowUnavailable, RunInfo, TrackingError
-from .views import UNCONFIRMED, Views
+from .views import Views, working_copy
 
 __all__ = ["Context", "PlatformGate", "Views", "ensure_started", "follow", "seen"]
 
 logger = logging.getLogger(__name__)
 
-# Reasons reported as Warning events (the others are Normal).
-WARNING_REASONS = frozenset(
-    {"MlflowUnavailable", "MlflowError", "InvalidSpec", "JobConflict", "JobDeleted", "Unschedulable"}
-    | status.IMAGE_PULL_ERRORS
-    | status.CONFIG_ERRORS | refusals.REASONS
-)
 JOB_CONFLICT_DELAY = 5.0
 PLATFORM_DELAY = 5.0
 
 
-class Stale(Exception):
-    """A final decision was about to be taken on a TrainingRun copied from a watch: read it fresh first."""
-
-
-def _event(tr: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    """A Kubernetes Event on the TrainingRun (kopf posts it in the background)."""
-    kopf.event(cast(kopf.Body, tr), type=type_, reason=reason, message=message[:1024])
-
-
 def _key(namespace: str, name: str) -> str:
     return run_key(namespace, name)
-
-
-def _phase(tr: Mapping[str, Any]) -> str | None:
-    return (tr.get("status") or {}).get("phase")
-
-
-def _stale(ctx: Context, tr: Mapping[str, Any]) -> bool:
-    """True for a copy from a watch that may lag the API server: not the one this replica's last write stored."""
-    meta = tr["metadata"]
-    return bool(tr.get(UNCONFIRMED)) and not ctx.current(_key(meta["namespace"], meta["name"]),
-                                                         meta.get("resourceVersion"))
-
-
-def _run_ids(tr: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (tr.get("status") or {}).get("mlflow") or {}
-
-
-def _uri(ctx: Context, tr: Mapping[str, Any]) -> str:
-    return jobs.tracking_uri(tr["spec"], ctx.settings)
 
 
 def _run_url(ctx: Context, tr: Mapping[str, Any], run: RunInfo) -> str:
@@ -72,73 +38,10 @@ def _run_url(ctx: Context, tr: Mapping[str, Any], run: RunInfo) -> str:
     return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
 
 
-async def _write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-                 **fields: Any) -> dict[str, Any] | None:
-    """One status patch for this step (none when nothing is worth writing: status.status_patch), an Event
-    when the step is worth one (status.event_type), metrics on each transition: the TrainingRun as stored
-    after the patch, None without one. Raises Conflict when `tr` came from a watch and the TrainingRun has
-    changed since."""
-    meta = tr["metadata"]
-    current = tr.get("status") or {}
-    message = message[: ctx.settings.message_max_chars]
-    patch = status.status_patch(current, meta.get("generation"), phase, reason, message, fields, ctx.clock())
-    if patch is None:
-        return None
-    body: dict[str, Any] = {"status": patch}
-    if tr.get(UNCONFIRMED):
-        body["metadata"] = {"resourceVersion": meta.get("resourceVersion")}
-    stored = await ctx.kube.patch(RUNS, meta["namespace"], meta["name"], body, status=True)
-    if stored is not None:  # what the API server holds now: later writes of this step are unconditional
-        meta["resourceVersion"] = stored["metadata"].get("resourceVersion")
-        tr.pop(UNCONFIRMED, None)
-    ctx.wrote(_key(meta["namespace"], meta["name"]), meta["uid"], meta["resourceVersion"] if stored else None,
-              final=patch.get("phase") in status.TERMINAL_PHASES)
-    tr["status"] = {**current, **patch}
-    ctx.metrics.set_phase(meta["uid"], tr["status"].get("phase", phase))
-    if "phase" not in patch or (current.get("phase"), current.get("reason")) == (phase, reason):
-        return stored
-    ctx.metrics.transitions.labels(phase, reason).inc()
-    kind = status.event_type(current, phase, reason, WARNING_REASONS)
-    if kind:
-        _event(tr, kind, reason, f"{phase}: {message}" if message else phase)
-    return stored
-
-
-async def _finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-                  start_time: str | None = None, ready: str | None = None, **fields: Any) -> bool:
-    """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
-    final metrics, model registration; then the status (with `fields`). With MLflow down the status keeps its
-    phase (reason MlflowUnavailable) so that the sweep tries again: a run never stays RUNNING in MLflow.
-    Raises Stale for a TrainingRun copied from a watch that may lag: the MLflow run is closed once, on the
-    stored state."""
-    if _stale(ctx, tr):
-        raise Stale(tr["metadata"]["name"])
-    ids = fields.get("mlflow") or _run_ids(tr)
-    extra: dict[str, Any] = {**fields, "completionTime": times.format_time(ctx.clock())}
-    if start_time and not (tr.get("status") or {}).get("startTime"):
-        extra["startTime"] = start_time
-    if ready:
-        extra["workers"] = ready
-    notes: list[str] = []
-    if ids.get("runId"):
-        try:
-            await outcome.close(ctx.tracker, tr["spec"], _uri(ctx, tr), ids, phase, extra, notes)
-        except MlflowUnavailable as exc:
-            ctx.metrics.mlflow_errors.inc()
-            current = _phase(tr) or status.PENDING
-            await _write(ctx, tr, current, "MlflowUnavailable",
-                         f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}", **fields)
-            return False
-        except TrackingError as exc:
-            notes.append(f"MLflow: {exc}")
-    await _write(ctx, tr, phase, reason, "\n".join([message, *notes]).strip(), **extra)
-    return True
-
-
 async def _fresh(ctx: Context, namespace: str, name: str) -> dict[str, Any] | None:
     """The TrainingRun as stored now, or None when there is nothing left to do for it."""
     tr = await ctx.kube.get(RUNS, namespace, name)
-    if tr is None or tr["metadata"].get("deletionTimestamp") or _phase(tr) in status.TERMINAL_PHASES:
+    if tr is None or tr["metadata"].get("deletionTimestamp") or writes.phase_of(tr) in status.TERMINAL_PHASES:
         return None
     tr.setdefault("status", {})
     return tr
@@ -154,7 +57,7 @@ async def ensure_started(ctx: Context, views: Views, namespace: str, name: str, 
             return
         try:
             await _start(ctx, views, tr, attempt, handled)
-        except (Conflict, Stale):
+        except (Conflict, writes.Stale):
             tr = await _fresh(ctx, namespace, name)
             if tr is not None:
                 await _start(ctx, views, tr, attempt, handled)
@@ -167,16 +70,16 @@ async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int, h
     try:
         jobs.build_job(tr, ctx.settings, jobs.MlflowIds("-", "-", "-"))  # validation only
     except jobs.InvalidSpec as exc:
-        await _finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
+        await writes.finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
         return
     fresh_run = False
     run_fields: dict[str, Any] = {}
-    if not _run_ids(tr).get("runId"):
+    if not writes.run_ids(tr).get("runId"):
         made = await _ensure_run(ctx, views, tr, attempt)
         if made is None:
             return
         run_fields, fresh_run = made
-    run_id = str((run_fields.get("mlflow") or _run_ids(tr))["runId"])
+    run_id = str((run_fields.get("mlflow") or writes.run_ids(tr))["runId"])
     if tr["status"].get("jobName"):  # operator restart: catch up with what happened
         await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
         await _follow(ctx, views, tr, with_progress=False)
@@ -191,9 +94,9 @@ async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int, h
     try:
         await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
     except kopf.TemporaryError:
-        await _write(ctx, tr, status.PENDING, status.NO_POD, text, **job_fields)  # the Job is followed meanwhile
+        await writes.write(ctx, tr, status.PENDING, status.NO_POD, text, **job_fields)  # the Job is followed meanwhile
         raise
-    stored = await _write(ctx, tr, status.PENDING, status.NO_POD, text,
+    stored = await writes.write(ctx, tr, status.PENDING, status.NO_POD, text,
                           **job_fields, **(diffbase.status_field(handled) if handled else {}))
     ctx.maybe_created.discard(tr["metadata"]["uid"])  # the status names the run now
     if handled and diffbase.carried(stored) == handled:  # not when a CRD without status.kopf pruned it
@@ -210,7 +113,7 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
     if ctx.platform_gate is not None and views.has_power_schedule(meta["namespace"]):
         waiting = await ctx.platform_gate(meta["namespace"])
         if waiting:
-            await _write(ctx, tr, status.WAITING_FOR_PLATFORM, "WaitingForPlatform", waiting)
+            await writes.write(ctx, tr, status.WAITING_FOR_PLATFORM, "WaitingForPlatform", waiting)
             raise kopf.TemporaryError(waiting, delay=PLATFORM_DELAY)
     tags = naming.run_tags(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
                            job=naming.job_name(meta["name"]), image=spec["image"])
@@ -218,18 +121,18 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
     # the attempt is also written before the create, so that any later one (after a crash) searches first.
     never_tried = not tr["status"] and meta["uid"] not in ctx.maybe_created
     if never_tried and not ctx.solo:
-        await _write(ctx, tr, status.PENDING, "CreatingRun", "creating the MLflow run")
+        await writes.write(ctx, tr, status.PENDING, "CreatingRun", "creating the MLflow run")
     ctx.maybe_created.add(meta["uid"])
     try:
-        run, created = await ctx.tracker.ensure_run(_uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"],
+        run, created = await ctx.tracker.ensure_run(writes.uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"],
                                                     tags, search=not never_tried)
     except MlflowUnavailable as exc:
         ctx.metrics.mlflow_errors.inc()
         delay = ctx.settings.retry_delay(attempt)
-        await _write(ctx, tr, status.PENDING, "MlflowUnavailable", f"{exc} (retrying in {delay:.0f}s)")
+        await writes.write(ctx, tr, status.PENDING, "MlflowUnavailable", f"{exc} (retrying in {delay:.0f}s)")
         raise kopf.TemporaryError(str(exc), delay=delay) from exc
     except TrackingError as exc:
-        await _finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
+        await writes.finish(ctx, tr, status.FAILED, "MlflowError", str(exc))
         return None
     # Not written yet: after a crash before the Job's write, the next attempt searches MLflow for this run (by
     # UID) instead of making a second one.
@@ -242,34 +145,34 @@ async def _log_params(ctx: Context, tr: dict[str, Any], run_id: str, attempt: in
     if not params:
         return
     try:
-        await ctx.tracker.log_params(_uri(ctx, tr), run_id, params, fresh=fresh)
+        await ctx.tracker.log_params(writes.uri(ctx, tr), run_id, params, fresh=fresh)
     except MlflowUnavailable as exc:
         ctx.metrics.mlflow_errors.inc()
         raise kopf.TemporaryError(f"log params: {exc}", delay=ctx.settings.retry_delay(attempt)) from exc
     except TrackingError as exc:
         # E.g. the trainer logged one first with another text: its value stands; the run goes on.
-        _event(tr, "Warning", "ParamsNotLogged", str(exc))
+        writes.event(tr, "Warning", "ParamsNotLogged", str(exc))
 
 
 async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, Any]) -> dict[str, Any] | None:
     """Create (or find) the Job: the status fields to write (its name and `run_fields`, the MLflow run's, in one
     patch); None when the API server refuses it for good (the run Failed)."""
     meta = tr["metadata"]
-    run = run_fields.get("mlflow") or _run_ids(tr)
+    run = run_fields.get("mlflow") or writes.run_ids(tr)
     manifest = jobs.build_job(tr, ctx.settings, jobs.MlflowIds(str(run["runId"]), str(run["experimentId"]),
-                                                                _uri(ctx, tr)))
+                                                                writes.uri(ctx, tr)))
     service = indexed.build_service(manifest, jobs.owner_reference(tr))  # workers > 1: before its pods
     try:
         if service is not None:
             await ctx.kube.create_owned(SERVICES, service, meta["uid"])
         created = await ctx.kube.create_owned(JOBS, manifest, meta["uid"])
     except JobConflict as exc:
-        await _write(ctx, tr, status.PENDING, "JobConflict", str(exc), **run_fields)
+        await writes.write(ctx, tr, status.PENDING, "JobConflict", str(exc), **run_fields)
         raise kopf.TemporaryError(str(exc), delay=JOB_CONFLICT_DELAY) from exc
     except JobRejected as exc:
         # Refused for good: no retry can make the Job valid, so the run fails with the API server's reason.
-        if not await _finish(ctx, tr, status.FAILED, "InvalidSpec", f"the API server refused the trainer Job: {exc}",
-                             **run_fields):
+        if not await writes.finish(ctx, tr, status.FAILED, "InvalidSpec",
+                                   f"the API server refused the trainer Job: {exc}", **run_fields):
             # MLflow unreachable: the sweep follows no run without a Job, so the start handler tries again.
             raise kopf.TemporaryError(f"Job refused, MLflow unreachable: {exc}", delay=ctx.settings.retry_delay(0)) \
                 from exc
@@ -288,9 +191,11 @@ async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_
     if not ctx.coalescer.enter(key, with_progress):
         return
     progress: bool | None = with_progress
+    last: dict[str, Any] | None = None
     try:
         while progress is not None:
-            if await _follow_once(ctx, views, namespace, name, with_progress=progress):
+            last = await _follow_once(ctx, views, namespace, name, progress, last)
+            if last is None:
                 break  # ended or gone: a further pass would only read it again (the watch lags the write)
             progress = ctx.coalescer.again(key)
     finally:
@@ -299,23 +204,36 @@ async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_
             progress = ctx.coalescer.again(key)
 
 
-async def _follow_once(ctx: Context, views: Views, namespace: str, name: str, *, with_progress: bool) -> bool:
-    """One pass; True when the run is final (now or already) or gone."""
+def _copy(ctx: Context, views: Views, namespace: str, name: str, last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The watched copy; or the previous pass's, as its own write stored it, while the watch has not shown that
+    write yet (taken as unconfirmed: a later change by anyone else fails the conditional write)."""
+    tr = views.run(namespace, name)
+    if last is None or tr is None or tr["metadata"]["uid"] != last["metadata"]["uid"]:
+        return tr
+    version = last["metadata"].get("resourceVersion")
+    if tr["metadata"].get("resourceVersion") != version and ctx.current(_key(namespace, name), version):
+        return working_copy(last, confirmed=False)
+    return tr
+
+
+async def _follow_once(ctx: Context, views: Views, namespace: str, name: str, with_progress: bool,
+                       last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One pass: the copy it left (for the next pass), None when the run is final (now or already) or gone."""
     async with ctx.locks.hold(_key(namespace, name)):
-        tr = views.run(namespace, name)
+        tr = _copy(ctx, views, namespace, name, last)
         if tr is not None and tr["metadata"]["uid"] in ctx.ended:
-            return True  # the watch has not caught up with the final write yet
+            return None  # the watch has not caught up with the final write yet
         if tr is not None:
             try:
                 await _follow_step(ctx, views, tr, with_progress=with_progress)
-                return _phase(tr) in status.TERMINAL_PHASES
-            except (Conflict, Stale):
+                return None if writes.phase_of(tr) in status.TERMINAL_PHASES else tr
+            except (Conflict, writes.Stale):
                 tr = await _fresh(ctx, namespace, name)
         if tr is None:
             ctx.forget_jobs_of(namespace, name)
-            return True
+            return None
         await _follow_step(ctx, views, tr, with_progress=with_progress)
-        return _phase(tr) in status.TERMINAL_PHASES
+        return None if writes.phase_of(tr) in status.TERMINAL_PHASES else tr
 
 
 async def _follow_step(ctx: Context, views: Views, tr: dict[str, Any], *, with_progress: bool) -> None:
@@ -339,37 +257,38 @@ async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progre
         # Gone: fine if its last known state was final (TTL deletion), else the run cannot end well.
         job = ctx.last_job(meta["uid"])
         if job is None or job["metadata"].get("name") != job_name or not status.job_finished(job):
-            await _finish(ctx, tr, status.FAILED, "JobDeleted", f"Job {job_name} was deleted before the run ended")
+            await writes.finish(ctx, tr, status.FAILED, "JobDeleted",
+                                f"Job {job_name} was deleted before the run ended")
             return
     observed = await refusals.observe(ctx.kube, job, views.run_pods(meta["uid"]), meta["namespace"], ctx.clock(),
                                       ctx.limits)
     if observed.terminal:
-        if _stale(ctx, tr):
-            raise Stale(meta["name"])
+        if writes.stale(ctx, tr):
+            raise writes.Stale(meta["name"])
         if observed.phase == status.FAILED:
             # The failure's details (exit code, log tail) from the pods as stored: a watch may lag the Job's.
             pods = await refusals.run_pods(ctx.kube, meta["namespace"], meta["uid"])
             observed = await refusals.observe(ctx.kube, job, pods, meta["namespace"], ctx.clock(), ctx.limits)
-        tagged = await outcome.image(ctx.tracker, tr, _uri(ctx, tr), observed.image_id)
-        finished = await _finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
+        tagged = await outcome.image(ctx.tracker, tr, writes.uri(ctx, tr), observed.image_id)
+        finished = await writes.finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
                                  observed.workers, **tagged)
         if finished:
             ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).
         if finished and observed.stop_job and \
                 await ctx.kube.delete_owned(JOBS, meta["namespace"], job_name, meta["uid"]):
-            _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
+            writes.event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted: {observed.reason} does not heal")
         return
     extra: dict[str, Any] = {"workers": observed.workers} if observed.workers else {}
-    extra.update(await outcome.image(ctx.tracker, tr, _uri(ctx, tr), observed.image_id))
+    extra.update(await outcome.image(ctx.tracker, tr, writes.uri(ctx, tr), observed.image_id))
     if observed.start_time and not current.get("startTime"):
         extra["startTime"] = observed.start_time
-    run_id = _run_ids(tr).get("runId")
+    run_id = writes.run_ids(tr).get("runId")
     # Progress when asked, and with the write that enters Running: its first figures come with the phase, and a
     # progress pass writes nothing until they change.
     if observed.phase == status.RUNNING and run_id and (with_progress or current.get("phase") != status.RUNNING):
-        extra.update(await outcome.progress(ctx.tracker, tr, _uri(ctx, tr), str(run_id)))
-    await _write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
+        extra.update(await outcome.progress(ctx.tracker, tr, writes.uri(ctx, tr), str(run_id)))
+    await writes.write(ctx, tr, observed.phase, observed.reason, observed.message, **extra)
 
 
 async def _cancel(ctx: Context, views: Views, tr: dict[str, Any]) -> None:
@@ -382,22 +301,23 @@ async def _cancel(ctx: Context, views: Views, tr: dict[str, Any]) -> None:
         await _follow(ctx, views, tr, with_progress=False)  # too late to cancel: record how the run really ended
         return
     if await ctx.kube.delete_owned(JOBS, meta["namespace"], job_name, meta["uid"]):
-        _event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted (cancel)")
+        writes.event(tr, "Normal", "JobDeleted", f"Job {job_name} deleted (cancel)")
     live = await refusals.live_pods(ctx.kube, tr)
     if live:
         # Pod deletion events (and the sweep) bring us back here.
-        await _write(ctx, tr, _phase(tr) or status.PENDING, "Cancelling", f"stopping pod {', '.join(live)}")
+        await writes.write(ctx, tr, writes.phase_of(tr) or status.PENDING, "Cancelling",
+                           f"stopping pod {', '.join(live)}")
         return
-    if not _run_ids(tr).get("runId"):
+    if not writes.run_ids(tr).get("runId"):
         await _adopt_run(ctx, tr)
-    await _finish(ctx, tr, status.CANCELLED, "Cancelled", "cancelled (spec.cancel: true)")
+    await writes.finish(ctx, tr, status.CANCELLED, "Cancelled", "cancelled (spec.cancel: true)")
 
 
 async def _adopt_run(ctx: Context, tr: dict[str, Any]) -> None:
     """Find a run created just before a crash (its id never reached the status) so it gets closed too."""
     meta = tr["metadata"]
     try:
-        run = await ctx.tracker.lookup_run(_uri(ctx, tr), tr["spec"]["experiment"], meta["uid"])
+        run = await ctx.tracker.lookup_run(writes.uri(ctx, tr), tr["spec"]["experiment"], meta["uid"])
     except (MlflowUnavailable, TrackingError) as exc:
         logger.info("cannot look for the MLflow run of %s: %s", meta["name"], exc)
         return
@@ -407,4 +327,4 @@ async def _adopt_run(ctx: Context, tr: dict[str, Any]) -> None:
 
 def seen(ctx: Context, tr: Mapping[str, Any]) -> None:
     """Count a TrainingRun in the per-phase gauge (at startup, before anything changes)."""
-    ctx.metrics.set_phase(tr["metadata"]["uid"], _phase(tr) or status.PENDING)
+    ctx.metrics.set_phase(tr["metadata"]["uid"], writes.phase_of(tr) or status.PENDING)

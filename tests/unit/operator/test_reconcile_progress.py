@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 import pytest
-from kto_operator import reconcile, times
+from kto_operator import reconcile, times, writes
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
 from kto_operator.views import Views
@@ -44,7 +44,7 @@ def running_pod() -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconcile, "_event", lambda *args: None)  # kopf posts Events from its handlers only
+    monkeypatch.setattr(writes, "event", lambda *args: None)  # kopf posts Events from its handlers only
 
 
 def follow(ctx: reconcile.Context, kube: FakeKube, with_progress: bool) -> None:
@@ -71,3 +71,24 @@ def test_entering_running_writes_the_first_progress_and_a_progress_pass_then_not
     assert kube.stored["status"]["progress"] == {"epoch": 1, "epochs": 3} and len(kube.calls) == writes + 1
     follow(ctx, kube, with_progress=False)  # a pod event while Running: MLflow is not asked
     assert tracker.reads == 3
+
+
+def test_a_pass_asked_for_during_a_write_starts_from_that_write_not_the_lagging_watch() -> None:
+    """Pod events during the write that enters Running: the next pass must not redo it from the watched copy (a
+    second image tag, a conditional write refused, a read)."""
+    kube = FakeKube(run_body("7", phase="Pending"))
+    tracker = EpochTracker()
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=tracker,  # type: ignore[arg-type]
+                            metrics=Metrics())
+    watched = run_body("7", phase="Pending")  # the index keeps it: the watch has not shown the write yet
+    views = Views(runs={(NS, NAME): [watched]}, jobs={UID: [running_job()]}, pods={UID: [running_pod()]})
+
+    async def scenario() -> None:
+        first = asyncio.create_task(reconcile.follow(ctx, views, NS, NAME, with_progress=False))
+        await asyncio.sleep(0)  # the first follow holds the run; this event asks it for one more pass
+        await reconcile.follow(ctx, views, NS, NAME, with_progress=False)
+        await first
+
+    asyncio.run(scenario())
+    assert kube.stored["status"]["phase"] == "Running"
+    assert kube.calls == [("patch", NAME)] and tracker.reads == 1

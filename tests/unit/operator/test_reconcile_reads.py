@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 import pytest
-from kto_operator import naming, reconcile
+from kto_operator import naming, reconcile, writes
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
 from kto_operator.views import Views
@@ -67,7 +67,7 @@ def finished_job(uid: str = UID) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconcile, "_event", lambda *args: None)  # kopf posts Events from its handlers only
+    monkeypatch.setattr(writes, "event", lambda *args: None)  # kopf posts Events from its handlers only
 
 
 def follow(ctx: reconcile.Context, watched: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kto_operator import context, diffbase, reconcile
+from kto_operator import context, diffbase, reconcile, writes
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
 from kto_operator.tracking import MlflowUnavailable, RunInfo
@@ -57,7 +57,7 @@ class FakeTracker:
 
 @pytest.fixture(autouse=True)
 def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconcile, "_event", lambda *args: None)  # kopf posts Events from its handlers only
+    monkeypatch.setattr(writes, "event", lambda *args: None)  # kopf posts Events from its handlers only
 
 
 def start(kube: FakeKube, params_fail: bool = False, solo: bool = True,
