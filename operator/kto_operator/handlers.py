@@ -11,7 +11,20 @@ from typing import Any
 
 import kopf
 
-from . import api, connection, context, deletion, diffbase, follow_requests, identity, naming, reconcile, sweep, views
+from . import (
+    api,
+    connection,
+    context,
+    deletion,
+    diffbase,
+    follow_requests,
+    identity,
+    memory,
+    naming,
+    reconcile,
+    sweep,
+    views,
+)
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
@@ -96,6 +109,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
                                                          lambda: memo.sweep.context)
     memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")
     memo.sweep_task.add_done_callback(_sweep_ended)
+    memo.trim_task = asyncio.create_task(memory.trim_every(), name="malloc-trim")
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
                 "/".join(own) if own else "(none: a user's credentials)")
@@ -117,6 +131,9 @@ async def shutdown(memo: Any, **_: Any) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await memo.sweep.stop()
+    trim: asyncio.Task[None] | None = memo.pop("trim_task", None)
+    if trim is not None:
+        trim.cancel()
     requests: follow_requests.FollowRequests | None = memo.get("follow_requests")
     if requests is not None:
         await requests.stop()
