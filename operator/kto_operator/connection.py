@@ -1,7 +1,7 @@
 """The process's one connection to the Kubernetes API, for both halves: kopf's login and our `api.Api` from the
 same configuration, the Api made once and closed once.
 
-Both handler modules import this one, so its handlers are registered once, whether the halves run together
+Both handler modules import this one, so its login handler is registered once, whether the halves run together
 (`python -m kto_operator`) or the power half alone (`kopf run -m kto_operator.power.handlers`)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import kopf
 from . import api
 
 MEMO_KEY = "kube"
+USERS_KEY = "kube_users"
 
 
 @kopf.on.login()
@@ -28,15 +29,21 @@ def shared(memo: Any, options: api.Options) -> api.Api:
     """The process's one Api, kept in kopf's memo: made by whichever half's startup handler runs first (the
     TrainingRun half's under `python -m kto_operator`, whose handlers are registered first), with that half's
     `options`. A later half shares it: its pool is a cap on concurrent connections, and a request beyond the
-    cap waits for a free connection."""
+    cap waits for a free connection. Each half that takes it gives it back with `release`."""
     if MEMO_KEY not in memo:
         memo[MEMO_KEY] = api.Api.connect(options)
+    memo[USERS_KEY] = memo.get(USERS_KEY, 0) + 1
     kube: api.Api = memo[MEMO_KEY]
     return kube
 
 
-@kopf.on.cleanup()
-async def close(memo: Any, **_: Any) -> None:
+async def release(memo: Any) -> None:
+    """A half's cleanup, once its own work has stopped: the last half to give the Api back closes it. (kopf runs
+    the cleanup handlers side by side: a separate one closing it would pull it from under a follow still
+    stopping.)"""
+    memo[USERS_KEY] = memo.get(USERS_KEY, 1) - 1
+    if memo[USERS_KEY] > 0:
+        return
     kube: api.Api | None = memo.pop(MEMO_KEY, None)
     if kube is not None:
         await kube.close()

@@ -19,7 +19,6 @@ from . import (
     diffbase,
     follow_requests,
     identity,
-    memory,
     naming,
     reconcile,
     sweep,
@@ -109,7 +108,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
                                                          lambda: memo.sweep.context)
     memo.sweep_task = asyncio.create_task(memo.sweep.run(), name="sweep")
     memo.sweep_task.add_done_callback(_sweep_ended)
-    memo.trim_task = asyncio.create_task(memory.trim_every(), name="malloc-trim")
     logger.info("TrainingRun operator: tracking %s, namespace %s, metrics port %s, ServiceAccount %s",
                 ours.tracking_uri, ours.namespace or "(all)", ours.metrics_port or "off",
                 "/".join(own) if own else "(none: a user's credentials)")
@@ -124,22 +122,19 @@ def _sweep_ended(task: asyncio.Task[None]) -> None:
 
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
-    """Stop the sweep and its follows, then close the MLflow connections (the Kubernetes one is
-    `connection`'s to close)."""
+    """Stop the sweep and its follows, then close the MLflow connections and give the Kubernetes one back."""
     task: asyncio.Task[None] | None = memo.pop("sweep_task", None)
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await memo.sweep.stop()
-    trim: asyncio.Task[None] | None = memo.pop("trim_task", None)
-    if trim is not None:
-        trim.cancel()
     requests: follow_requests.FollowRequests | None = memo.get("follow_requests")
     if requests is not None:
         await requests.stop()
     ctx: reconcile.Context | None = memo.get("trainingruns")
     if ctx is not None:
         await ctx.tracker.close()
+        await connection.release(memo)
 
 
 def _peering(settings: kopf.OperatorSettings, memo: Any) -> sweep.Peering | None:

@@ -46,6 +46,12 @@ async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
     logger.info("power: %s", power)
 
 
+@kopf.on.cleanup()
+async def power_cleanup(memo: Any, **_: Any) -> None:
+    if memo.get("power") is not None:  # kopf stops its daemons before the cleanup handlers
+        await connection.release(memo)
+
+
 def _ctx(memo: Any) -> PowerContext:
     ctx: PowerContext = memo.power
     return ctx

@@ -266,18 +266,19 @@ def test_the_operator_process_never_imports_kubernetes() -> None:
 
 
 def test_the_power_half_alone_logs_in_with_the_same_handler() -> None:
-    """`kopf run -m kto_operator.power.handlers`: the power half registers the one login (and the one Api's
-    cleanup) by itself. A fresh interpreter: kopf's registry is process-wide."""
+    """`kopf run -m kto_operator.power.handlers`: the power half registers the one login by itself, and a cleanup
+    that gives the Api back. A fresh interpreter: kopf's registry is process-wide."""
     code = ("import kopf, kto_operator.power.handlers; from kopf._core.intents import causes; "
             "reg = kopf.get_default_registry()._activities; "
             "print([f'{h.fn.__module__}.{h.fn.__name__}' for a in (causes.Activity.AUTHENTICATION, "
             "causes.Activity.CLEANUP) for h in reg.get_handlers(a)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == "['kto_operator.connection.login', 'kto_operator.connection.close']", out.stdout
+    assert out.stdout.strip() == "['kto_operator.connection.login', 'kto_operator.power.handlers.power_cleanup']", \
+        out.stdout
 
 
 def test_both_halves_share_one_api_closed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first startup handler makes the Api, the other one gets it; the cleanup closes it once."""
+    """The first startup handler makes the Api, the other one gets it; the last half to give it back closes it."""
     config(tmp_path)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     memo: dict[str, Any] = {}
@@ -285,8 +286,17 @@ def test_both_halves_share_one_api_closed_once(tmp_path: Path, monkeypatch: pyte
     async def scenario() -> None:
         first = connection.shared(memo, api.Options(pool_size=4))
         assert connection.shared(memo, api.Options(pool_size=32)) is first
-        await connection.close(memo)
-        assert connection.MEMO_KEY not in memo
-        await connection.close(memo)  # the other half's cleanup, or a second call: nothing left to close
+        closed: list[bool] = []
+        close = first.close
+
+        async def counted() -> None:
+            closed.append(True)
+            await close()
+
+        first.close = counted  # type: ignore[method-assign]
+        await connection.release(memo)
+        assert memo[connection.MEMO_KEY] is first and not closed  # the other half still uses it
+        await connection.release(memo)
+        assert connection.MEMO_KEY not in memo and closed == [True]
 
     run(scenario())
