@@ -58,8 +58,29 @@ def _census(_signum: int, _frame: FrameType | None) -> None:
     lines = [f"-- census: {sum(count.values())} objects, {sum(size.values()) / 1e6:.1f} MB shallow --"]
     # Every type, not a top list: a slow leak is often a small type whose count only grows.
     lines += [f"{size[n] / 1e6:8.2f} MB {count[n]:9d}  {n}" for n, _ in size.most_common()]
+    lines += _tasks()
     with open(_CENSUS, "a") as out:
         out.write("\n".join(lines) + "\n\n")
+
+
+def _tasks() -> list[str]:
+    """The event loop's tasks by where they wait: the innermost frames of each one's chain of awaits."""
+    import asyncio
+    import collections
+
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no loop running in this thread
+        return []
+    where: collections.Counter[str] = collections.Counter()
+    for task in tasks:
+        chain, coro = [], task.get_coro()
+        while coro is not None and hasattr(coro, "cr_code"):
+            frame = coro.cr_frame
+            chain.append(f"{coro.cr_code.co_qualname}:{frame.f_lineno if frame else '-'}")
+            coro = coro.cr_await
+        where[" <- ".join(reversed(chain[-4:]))] += 1
+    return [f"-- {len(tasks)} tasks, by where they wait --"] + [f"{n:7d}  {w}" for w, n in where.most_common(25)]
 
 
 if _CENSUS:

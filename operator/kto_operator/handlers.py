@@ -11,19 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import (
-    api,
-    connection,
-    context,
-    deletion,
-    diffbase,
-    follow_requests,
-    identity,
-    naming,
-    reconcile,
-    sweep,
-    views,
-)
+from . import api, connection, context, deletion, diffbase, follow_requests, identity, naming, reconcile, sweep, views
 from .metrics import shared as shared_metrics
 from .power.gate import platform_ready
 from .settings import OperatorSettings, SettingsError
