@@ -2,7 +2,8 @@
 
 Job and pod events drive a run's updates; the sweep adds what events cannot bring: the MLflow progress of a
 Running run every FOLLOW_INTERVAL, and a resync of a run that has a Job but no running trainer (a missed
-event, the image-pull fail-fast deadline) every RESYNC_INTERVAL (REFUSED_INTERVAL once its pod was refused).
+event, the image-pull fail-fast deadline, a pod refused) every RESYNC_INTERVAL (REFUSED_INTERVAL once its pod
+was refused; longer when many runs wait without a pod: LISTS_PER_SECOND).
 Each run keeps its own phase within the interval (from its UID), so that many runs spread their follows
 evenly. One task serves every run: no per-run state (a kopf timer would hold a task, a stopper and a copy of
 the body per run).
@@ -28,7 +29,7 @@ import kopf
 
 from . import api, times
 from .refusals import REASONS as REFUSALS
-from .status import RUNNING, TERMINAL_PHASES
+from .status import NO_POD, RUNNING, TERMINAL_PHASES
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ RESYNC_INTERVAL = 15.0
 # Resync period of a run whose pod the API server refused (a quota, Pod Security): the Job controller retries
 # by itself and the pod's events bring its start; a resync only refreshes the refusal's text (an Events list).
 REFUSED_INTERVAL = 60.0
+# Resyncs that list Events (a run whose Job has no pod: refusals.observe looks for why) share a budget: with many
+# such runs each one's interval grows, so that together they cost the API server at most this many lists a second
+# (a quota that refuses 1,000 runs: each one looked at every 4 minutes, not 17 lists a second for ever).
+LISTS_PER_SECOND = 4.0
 # How long the peering answer is trusted: kopf itself reacts to a peer's keep-alive within seconds.
 PEERING_RECHECK = 5.0
 
@@ -69,16 +74,24 @@ def crossed(uid: str, interval: float, previous: float, now: float) -> bool:
     return math.floor((now - shift) / interval) > math.floor((previous - shift) / interval)
 
 
+def listing(status: Mapping[str, Any]) -> bool:
+    """A resync of this waiting run lists its Job's Events: no pod yet, or its pod refused."""
+    return status.get("reason") in REFUSALS or status.get("reason") == NO_POD
+
+
 def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[tuple[str, str, bool]]:
     """(namespace, name, with_progress) of the runs to follow at `now`, the previous sweep being at `previous`."""
+    live = [(tr["metadata"], tr.get("spec") or {}, tr.get("status") or {}) for tr in runs]
+    shared = sum(1 for _, spec, status in live if waiting(spec, status) and listing(status)) / LISTS_PER_SECOND
     found = []
-    for tr in runs:
-        meta, spec, status = tr["metadata"], tr.get("spec") or {}, tr.get("status") or {}
+    for meta, spec, status in live:
         if running(status):
             if crossed(meta["uid"], FOLLOW_INTERVAL, previous, now):
                 found.append((meta["namespace"], meta["name"], True))
         elif waiting(spec, status):
             interval = REFUSED_INTERVAL if status.get("reason") in REFUSALS else RESYNC_INTERVAL
+            if listing(status):
+                interval = max(interval, shared)
             if crossed(meta["uid"], interval, previous, now):
                 found.append((meta["namespace"], meta["name"], False))
     return found

@@ -218,3 +218,25 @@ def test_a_run_still_being_followed_is_not_followed_twice() -> None:
         assert started == ["r", "r"]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("waiting", [1, 10, 100, 1000])
+def test_runs_without_a_pod_share_a_budget_of_events_lists(waiting: int) -> None:
+    """Each resync of a run without a pod lists its Job's Events: however many wait, together at most
+    LISTS_PER_SECOND (a few alone keep their own interval); a run whose pod is starting is not slowed down."""
+    runs = [run(f"r{i}", "Pending") for i in range(waiting)]
+    for i, tr in enumerate(runs):
+        tr["status"]["reason"] = "QuotaExceeded" if i % 2 else "JobCreated"
+    starting = run("starting", "Pending")
+    starting["status"]["reason"] = "ContainerCreating"
+    window = 600
+    lists: collections.Counter[str] = collections.Counter()
+    for t in range(1, window + 1):
+        for _, name, _ in sweep.due([*runs, starting], t - 1, t):
+            lists[name] += 1
+    listed = sum(n for name, n in lists.items() if name != "starting")
+    assert listed <= sweep.LISTS_PER_SECOND * window + waiting  # each run's phase may add one turn at the edge
+    assert all(lists[tr["metadata"]["name"]] >= 1 for tr in runs)  # none starved
+    assert lists["starting"] == window // sweep.RESYNC_INTERVAL
+    if waiting == 1:  # alone: its own interval (refusal check 15 s after the Job)
+        assert lists["r0"] == window // sweep.RESYNC_INTERVAL
