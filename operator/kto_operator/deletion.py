@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from . import jobs, naming, refusals, status, writes
+from . import jobs, naming, outcome, refusals, status, writes
 from .api import JOBS, RUNS
 from .context import Context, run_key
 from .tracking import MlflowUnavailable, TrackingError
@@ -34,7 +34,8 @@ async def finalize(ctx: Context, namespace: str, name: str, attempt: int, elapse
                     found = await ctx.tracker.lookup_run(uri, tr["spec"]["experiment"], meta["uid"])
                     run_id = found.run_id if found else None
                 if run_id:
-                    await ctx.tracker.terminate(uri, str(run_id), "KILLED")
+                    await ctx.tracker.terminate(uri, str(run_id), "KILLED",
+                                                params=outcome.parameters(tr["spec"]))
             except MlflowUnavailable as exc:
                 ctx.metrics.mlflow_errors.inc()
                 if left > 0:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from . import naming, status, workers
+from . import jobs, naming, status, workers
 from .tracking import MlflowUnavailable, RegisterRule, Tracker, TrackingError
 
 logger = logging.getLogger(__name__)
@@ -58,14 +58,23 @@ async def image(tracker: Tracker, tr: Mapping[str, Any], uri: str, image_id: str
     return {"imageID": image_id}
 
 
+def parameters(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The spec's parameters as MLflow params; none for parameters no run was ever started with (InvalidSpec)."""
+    try:
+        return jobs.validate_parameters(spec.get("parameters") or {})
+    except jobs.InvalidSpec:
+        return {}
+
+
 async def close(tracker: Tracker, spec: Mapping[str, Any], uri: str, ids: Mapping[str, Any], phase: str,
                 extra: dict[str, Any], notes: list[str]) -> None:
     """Close the MLflow run of a run entering final `phase` (FINISHED/FAILED/KILLED unless the trainer set
-    one), read its final metrics and register the model its spec asks for. Fills `extra` (status fields)
-    and `notes` (lines of the message) as it goes, so that what was done before an error is kept. Raises
-    MlflowUnavailable and TrackingError."""
+    one; the spec's parameters the trainer did not log are logged first), read its final metrics and register
+    the model its spec asks for. Fills `extra` (status fields) and `notes` (lines of the message) as it goes,
+    so that what was done before an error is kept. Raises MlflowUnavailable and TrackingError."""
     run_id = str(ids["runId"])
-    await tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase], workers.mlflow_overrides(spec, phase))
+    await tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase], workers.mlflow_overrides(spec, phase),
+                            params=parameters(spec))
     metrics = finite(await tracker.metrics(uri, run_id))
     rule = RegisterRule.from_spec(spec.get("registerModel"))
     if phase == status.SUCCEEDED and rule:

@@ -72,41 +72,33 @@ async def _start(ctx: Context, views: Views, tr: dict[str, Any], attempt: int, h
     except jobs.InvalidSpec as exc:
         await writes.finish(ctx, tr, status.FAILED, "InvalidSpec", str(exc))
         return
-    fresh_run = False
     run_fields: dict[str, Any] = {}
     if not writes.run_ids(tr).get("runId"):
         made = await _ensure_run(ctx, views, tr, attempt)
         if made is None:
             return
-        run_fields, fresh_run = made
-    run_id = str((run_fields.get("mlflow") or writes.run_ids(tr))["runId"])
+        run_fields = made
     if tr["status"].get("jobName"):  # operator restart: catch up with what happened
-        await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
         await _follow(ctx, views, tr, with_progress=False)
         return
     job_fields = await _ensure_job(ctx, tr, run_fields)
     if job_fields is None:
         return
-    # Params after the Job: one MLflow round trip less between submission and Job (the trainer gets
-    # them as arguments). Before the JobCreated write, the start's last step: it carries kopf's diff base,
-    # and kopf retries a failed start only while that differs. After a restart only the missing ones are logged.
-    text = f"Job {job_fields['jobName']} created, MLflow run {run_id}"
-    try:
-        await _log_params(ctx, tr, run_id, attempt, fresh=fresh_run)
-    except kopf.TemporaryError:
-        await writes.write(ctx, tr, status.PENDING, status.NO_POD, text, **job_fields)  # the Job is followed meanwhile
-        raise
-    stored = await writes.write(ctx, tr, status.PENDING, status.NO_POD, text,
-                          **job_fields, **(diffbase.status_field(handled) if handled else {}))
+    # The run's one MLflow call before its Job is the run's creation: the trainer gets the parameters as arguments
+    # and logs them, the close logs any it did not (outcome.close). This write carries kopf's diff base: kopf
+    # retries a failed start only while that differs.
+    run_id = (run_fields.get("mlflow") or writes.run_ids(tr))["runId"]
+    stored = await writes.write(ctx, tr, status.PENDING, status.NO_POD,
+                                f"Job {job_fields['jobName']} created, MLflow run {run_id}",
+                                **job_fields, **(diffbase.status_field(handled) if handled else {}))
     ctx.maybe_created.discard(tr["metadata"]["uid"])  # the status names the run now
     if handled and diffbase.carried(stored) == handled:  # not when a CRD without status.kopf pruned it
         ctx.handled[tr["metadata"]["uid"]] = handled  # kopf's own store of it is then skipped
 
 
-async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
-                      attempt: int) -> tuple[dict[str, Any], bool] | None:
-    """Find or create the MLflow run: its status fields (written with the Job's, one patch for both) and
-    True if created now, False if found; None when the run can never start (Failed)."""
+async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any], attempt: int) -> dict[str, Any] | None:
+    """Find or create the MLflow run: its status fields (written with the Job's, one patch for both); None when
+    the run can never start (Failed)."""
     meta, spec = tr["metadata"], tr["spec"]
     # A namespace without a PowerSchedule has nothing to wait for; one with a PowerSchedule is asked fresh
     # (power.gate: its sleep protocol relies on a read from the API server).
@@ -124,8 +116,8 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
         await writes.write(ctx, tr, status.PENDING, "CreatingRun", "creating the MLflow run")
     ctx.maybe_created.add(meta["uid"])
     try:
-        run, created = await ctx.tracker.ensure_run(writes.uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"],
-                                                    tags, search=not never_tried)
+        run, _ = await ctx.tracker.ensure_run(writes.uri(ctx, tr), spec["experiment"], meta["uid"], meta["name"], tags,
+                                              search=not never_tried)
     except MlflowUnavailable as exc:
         ctx.metrics.mlflow_errors.inc()
         delay = ctx.settings.retry_delay(attempt)
@@ -136,22 +128,7 @@ async def _ensure_run(ctx: Context, views: Views, tr: dict[str, Any],
         return None
     # Not written yet: after a crash before the Job's write, the next attempt searches MLflow for this run (by
     # UID) instead of making a second one.
-    return {"mlflow": {"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)}}, \
-        created
-
-
-async def _log_params(ctx: Context, tr: dict[str, Any], run_id: str, attempt: int, *, fresh: bool) -> None:
-    params = jobs.validate_parameters(tr["spec"].get("parameters") or {})
-    if not params:
-        return
-    try:
-        await ctx.tracker.log_params(writes.uri(ctx, tr), run_id, params, fresh=fresh)
-    except MlflowUnavailable as exc:
-        ctx.metrics.mlflow_errors.inc()
-        raise kopf.TemporaryError(f"log params: {exc}", delay=ctx.settings.retry_delay(attempt)) from exc
-    except TrackingError as exc:
-        # E.g. the trainer logged one first with another text: its value stands; the run goes on.
-        writes.event(tr, "Warning", "ParamsNotLogged", str(exc))
+    return {"mlflow": {"runId": run.run_id, "experimentId": run.experiment_id, "url": _run_url(ctx, tr, run)}}
 
 
 async def _ensure_job(ctx: Context, tr: dict[str, Any], run_fields: dict[str, Any]) -> dict[str, Any] | None:

@@ -161,24 +161,26 @@ class Tracker:
             return await self.ensure_run(uri, experiment, uid, run_name, tags, search=search)
         return RunInfo(str(run["run_id"]), experiment_id, str(run["status"])), True
 
-    async def log_params(self, uri: str, run_id: str, params: Mapping[str, str], *, fresh: bool) -> None:
-        """Log the params the run lacks (`fresh`: the run was just created, it lacks all of them)."""
-        run = {} if fresh else await self._run(uri, run_id, "read run")
-        logged = _values(run.get("data", {}).get("params", []))
-        missing = {k: v for k, v in params.items() if k not in logged}
-        items = _pairs(missing)
-        for start in range(0, len(items), _PARAMS_PER_BATCH):
-            batch = {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}
-            await self.client(uri).post("runs/log-batch", batch, "log params")
-
     async def set_tag(self, uri: str, run_id: str, key: str, value: str) -> None:
         await self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
 
-    async def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset()) -> bool:
-        """Set a final status unless the trainer already did (a final status in `replace` is overwritten);
-        True if this call set it."""
+    async def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset(),
+                        params: Mapping[str, str] | None = None) -> bool:
+        """Log the `params` the run lacks, then set a final status unless the trainer already did (a final status in
+        `replace` is overwritten); True if this call set it. The trainer logs the params as it starts: these are
+        for one that does not, or never ran; a value it logged in another spelling stands."""
         what = f"set run status {status}"
-        current = (await self._run(uri, run_id, what))["info"]["status"]
+        run = await self._run(uri, run_id, what)
+        logged = _values(run.get("data", {}).get("params", []))
+        items = _pairs({k: v for k, v in (params or {}).items() if k not in logged})
+        for start in range(0, len(items), _PARAMS_PER_BATCH):
+            batch = {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}
+            try:
+                await self.client(uri).post("runs/log-batch", batch, "log params")
+            except TrackingError as exc:
+                if exc.error_code != "INVALID_PARAMETER_VALUE":  # else logged meanwhile, in another spelling: it stands
+                    raise
+        current = run["info"]["status"]
         if current == status or current not in ACTIVE_STATUSES | replace:
             return False
         await self.client(uri).post("runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()}, what)

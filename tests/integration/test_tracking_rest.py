@@ -105,21 +105,20 @@ def test_without_search_a_second_run_would_be_created(tracker: Blocking, mlflow_
     assert tracker.find_run(mlflow_uri, first.experiment_id, run_uid) == first
 
 
-def test_params_logged_once_and_completed(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
+def test_the_close_logs_only_the_params_the_trainer_did_not(tracker: Blocking, mlflow_uri: str, mlflow: Any,
+                                                            exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, (run_uid := uid()), "r", {naming.TAG_UID: run_uid})
-    tracker.log_params(mlflow_uri, run.run_id, {"a": "1"}, fresh=True)
-    tracker.log_params(mlflow_uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # after a restart: the missing one
-    tracker.log_params(mlflow_uri, run.run_id, {"a": "1", "b": "2"}, fresh=False)  # nothing left to log
-    assert mlflow.get_run(run.run_id).data.params == {"a": "1", "b": "2"}
-    with pytest.raises(TrackingError, match="INVALID_PARAMETER_VALUE") as caught:  # another text for a logged param
-        tracker.log_params(mlflow_uri, run.run_id, {"a": "2"}, fresh=True)
-    assert str(caught.value).startswith("log params: ")
+    mlflow.log_param(run.run_id, "a", "1.0")  # the trainer's, in its own spelling
+    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED", params={"a": "1", "b": "2"}) is True
+    assert mlflow.get_run(run.run_id).data.params == {"a": "1.0", "b": "2"}
+    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED", params={"a": "1", "b": "2"}) is False  # again: none
+    assert mlflow.get_run(run.run_id).info.status == "FINISHED"
 
 
 def test_more_params_than_one_batch_takes(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     params = {f"p{i:03d}": str(i) for i in range(130)}  # MLflow takes at most 100 per log-batch
-    tracker.log_params(mlflow_uri, run.run_id, params, fresh=True)
+    tracker.terminate(mlflow_uri, run.run_id, "KILLED", params=params)
     assert mlflow.get_run(run.run_id).data.params == params
 
 

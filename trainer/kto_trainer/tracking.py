@@ -105,10 +105,9 @@ def _set_error_tag(error: BaseException) -> None:
 
 
 def log_params_once(params: Mapping[str, str]) -> dict[str, str]:
-    """Log the params the run does not hold yet. The operator logs the TrainingRun's parameters too, possibly
-    at the same moment (a restarted operator adopting a running Job): MLflow refuses to change a logged param,
-    so when a write is refused the other writer was first, its values stand, and only what is still missing
-    is logged again."""
+    """Log the params the run does not hold yet (the operator logs those still missing when the run ends, for a
+    trainer that logs none). MLflow refuses to change a logged param: when a write is refused another writer was
+    first, its values stand, and only what is still missing is logged again."""
     run = mlflow.active_run()
     assert run is not None
     for attempt in range(1, _PARAM_ATTEMPTS + 1):

@@ -41,7 +41,8 @@ class FakeTracker:
     def __init__(self) -> None:
         self.terminated: list[str] = []
 
-    async def terminate(self, uri: str, run_id: str, status: str, overrides: Any = frozenset()) -> None:
+    async def terminate(self, uri: str, run_id: str, status: str, overrides: Any = frozenset(),
+                        params: Any = None) -> None:
         self.terminated.append(status)
 
     async def metrics(self, uri: str, run_id: str) -> dict[str, float]:

@@ -1,7 +1,7 @@
-"""The start (reconcile.ensure_started): its one status write before the Job's carries kopf's diff base, noted
-for kopf's store only when the API server kept it; a failure to log the params still records the Job. MLflow is
-searched for an earlier attempt's run only when one may exist (Context.maybe_created), and with several replicas
-the attempt is written first."""
+"""The start (reconcile.ensure_started): one MLflow call (the run's creation), the Job, one status write that
+carries kopf's diff base, noted for kopf's store only when the API server kept it. MLflow is searched for an
+earlier attempt's run only when one may exist (Context.maybe_created), and with several replicas the attempt is
+written first."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import asyncio
 import copy
 from typing import Any
 
-import kopf
 import pytest
 from kto_operator import context, diffbase, reconcile, writes
+from kto_operator.api import ApiError
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
-from kto_operator.tracking import MlflowUnavailable, RunInfo
+from kto_operator.tracking import RunInfo
 from kto_operator.views import Views
 
 NS, NAME, UID = "ns", "run", "uid-1"
@@ -22,15 +22,18 @@ HANDLED = diffbase.encode({"spec": {"image": "trainer:1"}})
 
 
 class FakeKube:
-    """Status patches applied to one stored TrainingRun; `prunes`: a CRD without status.kopf."""
+    """Status patches applied to one stored TrainingRun; `prunes`: a CRD without status.kopf; `refuses`: the
+    API server down for status writes."""
 
     def __init__(self, prunes: bool = False) -> None:
         self.stored: dict[str, Any] = {"metadata": {"namespace": NS, "name": NAME, "uid": UID, "generation": 1,
                                                     "resourceVersion": "1"}, "status": {}}
-        self.prunes, self.jobs, self.statuses = prunes, 0, []  # type: ignore[var-annotated]
+        self.prunes, self.refuses, self.jobs, self.statuses = prunes, False, 0, []  # type: ignore[var-annotated]
 
     async def patch(self, kind: Any, namespace: str, name: str, body: dict[str, Any], *,
                     status: bool = False) -> dict[str, Any]:
+        if self.refuses:
+            raise ApiError(503, "Service Unavailable", "etcd leader changed")
         written = {k: v for k, v in body["status"].items() if not (self.prunes and k == "kopf")}
         self.statuses.append(written)
         self.stored["status"] = {**self.stored["status"], **written}
@@ -39,20 +42,18 @@ class FakeKube:
 
     async def create_owned(self, kind: Any, manifest: Any, owner_uid: str) -> bool:
         self.jobs += 1
-        return True
+        return self.jobs == 1  # later: found, an earlier attempt's
 
 
 class FakeTracker:
-    def __init__(self, params_fail: bool) -> None:
-        self.params_fail, self.searched = params_fail, []  # type: ignore[var-annotated]
+    """MLflow as the start sees it: any call but the run's creation fails the test."""
+
+    def __init__(self) -> None:
+        self.searched: list[bool] = []
 
     async def ensure_run(self, *args: Any, search: bool = True) -> tuple[RunInfo, bool]:
         self.searched.append(search)
         return RunInfo("r1", "7", "RUNNING"), True
-
-    async def log_params(self, *args: Any, **kwargs: Any) -> None:
-        if self.params_fail:
-            raise MlflowUnavailable("MLflow down")
 
 
 @pytest.fixture(autouse=True)
@@ -60,10 +61,10 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writes, "event", lambda *args: None)  # kopf posts Events from its handlers only
 
 
-def start(kube: FakeKube, params_fail: bool = False, solo: bool = True,
-          maybe_created: frozenset[str] = frozenset()) -> reconcile.Context:
-    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(params_fail),  # type: ignore[arg-type]
-                            metrics=Metrics(), solo=solo, maybe_created=set(maybe_created))
+def start(kube: FakeKube, solo: bool = True, maybe_created: frozenset[str] = frozenset(),
+          ctx: reconcile.Context | None = None) -> reconcile.Context:
+    ctx = ctx or reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(),  # type: ignore[arg-type]
+                                   metrics=Metrics(), solo=solo, maybe_created=set(maybe_created))
     tr = {**copy.deepcopy(kube.stored), "spec": {"image": "trainer:1", "experiment": "e",
                                                  "parameters": {"epochs": 1}}}
     asyncio.run(reconcile.ensure_started(ctx, Views(runs={(NS, NAME): [tr]}), NS, NAME, 0, HANDLED))
@@ -81,14 +82,6 @@ def test_a_crd_that_prunes_it_leaves_kopfs_own_store() -> None:
     kube = FakeKube(prunes=True)
     ctx = start(kube)
     assert kube.statuses[-1]["reason"] == "JobCreated" and not ctx.handled
-
-
-def test_params_not_logged_the_job_is_still_recorded_without_the_diff_base() -> None:
-    kube = FakeKube()
-    with pytest.raises(kopf.TemporaryError):
-        start(kube, params_fail=True)
-    assert kube.stored["status"]["jobName"] == NAME and kube.stored["status"]["mlflow"]["runId"] == "r1"
-    assert diffbase.carried(kube.stored) is None  # kopf retries the start: the diff base must still differ
 
 
 def searched(ctx: reconcile.Context) -> list[bool]:
@@ -110,20 +103,21 @@ def test_a_run_listed_unrecorded_at_startup_is_searched_for() -> None:
 
 
 def test_a_second_attempt_of_this_process_searches() -> None:
-    """The first attempt's Job status write failed after the MLflow run was made (here: the params log)."""
+    """The first attempt made the MLflow run and the Job, and its status write failed: the status names neither."""
     kube = FakeKube()
-    with pytest.raises(kopf.TemporaryError):
-        start(kube, params_fail=True)
-    kube.stored["status"] = {}  # as if that write had not reached the API server
-    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(False),  # type: ignore[arg-type]
-                            metrics=Metrics(), maybe_created={UID})
-    tr = {**copy.deepcopy(kube.stored), "spec": {"image": "trainer:1", "experiment": "e"}}
-    asyncio.run(reconcile.ensure_started(ctx, Views(runs={(NS, NAME): [tr]}), NS, NAME, 1, None))
-    assert searched(ctx) == [True]
+    kube.refuses = True
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=FakeTracker(),  # type: ignore[arg-type]
+                            metrics=Metrics())
+    with pytest.raises(ApiError):
+        start(kube, ctx=ctx)
+    kube.refuses = False
+    start(kube, ctx=ctx)
+    assert searched(ctx) == [False, True]
+    assert kube.stored["status"]["mlflow"]["runId"] == "r1" and kube.jobs == 2 and not ctx.maybe_created
 
 
 def test_an_ended_run_is_forgotten() -> None:
-    ctx = reconcile.Context(settings=OperatorSettings(), kube=FakeKube(), tracker=FakeTracker(False),  # type: ignore[arg-type]
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=FakeKube(), tracker=FakeTracker(),  # type: ignore[arg-type]
                             metrics=Metrics(), maybe_created={UID})
     ctx.wrote(f"{NS}/{NAME}", UID, "2", final=False)
     assert ctx.maybe_created == {UID}

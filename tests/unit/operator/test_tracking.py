@@ -229,12 +229,17 @@ def test_a_refusal_over_the_wire_keeps_mlflows_error_code(stub: Stub) -> None:
     assert headers["Content-Type"] == "application/json"
 
 
-def test_params_go_in_batches_of_a_hundred(stub: Stub) -> None:
-    params = {f"p{i:03d}": str(i) for i in range(250)}
-    call(lambda t: t.log_params(f"http://127.0.0.1:{stub.port}", "r1", params, fresh=True))
-    batches = [json.loads(body)["params"] for _, _, _, body in stub.seen]
+def test_the_close_logs_the_params_the_trainer_did_not_in_batches_of_a_hundred(stub: Stub) -> None:
+    params = {f"p{i:03d}": str(i) for i in range(251)}
+    stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"},
+                                    "data": {"params": [{"key": "p000", "value": "0.0"}]}}}).encode()
+    assert call(lambda t: t.terminate(f"http://127.0.0.1:{stub.port}", "r1", "FINISHED", params=params)) is True
+    paths = [path.split("?")[0] for _, path, _, _ in stub.seen]
+    assert paths == ["/api/2.0/mlflow/runs/get"] + ["/api/2.0/mlflow/runs/log-batch"] * 3 + \
+        ["/api/2.0/mlflow/runs/update"]
+    batches = [json.loads(body)["params"] for _, path, _, body in stub.seen if path.endswith("log-batch")]
     assert [len(b) for b in batches] == [100, 100, 50]
-    assert {p["key"]: p["value"] for b in batches for p in b} == params
+    assert {p["key"]: p["value"] for b in batches for p in b} == {k: v for k, v in params.items() if k != "p000"}
 
 
 def test_epochs_done_counts_the_steps_of_the_epoch_metric(stub: Stub) -> None:
