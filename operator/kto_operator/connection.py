@@ -25,24 +25,26 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
     return await api.connection_info()
 
 
-def shared(memo: Any, options: api.Options) -> api.Api:
+def shared(memo: Any, options: api.Options, user: str) -> api.Api:
     """The process's one Api, kept in kopf's memo: made by whichever half's startup handler runs first (the
     TrainingRun half's under `python -m kto_operator`, whose handlers are registered first), with that half's
     `options`. A later half shares it: its pool is a cap on concurrent connections, and a request beyond the
-    cap waits for a free connection. Each half that takes it gives it back with `release`."""
+    cap waits for a free connection. `user`: the half's name, given back with `release` (a startup handler
+    kopf retries takes it once)."""
     if MEMO_KEY not in memo:
         memo[MEMO_KEY] = api.Api.connect(options)
-    memo[USERS_KEY] = memo.get(USERS_KEY, 0) + 1
+    memo.setdefault(USERS_KEY, set()).add(user)
     kube: api.Api = memo[MEMO_KEY]
     return kube
 
 
-async def release(memo: Any) -> None:
-    """A half's cleanup, once its own work has stopped: the last half to give the Api back closes it. (kopf runs
-    the cleanup handlers side by side: a separate one closing it would pull it from under a follow still
-    stopping.)"""
-    memo[USERS_KEY] = memo.get(USERS_KEY, 1) - 1
-    if memo[USERS_KEY] > 0:
+async def release(memo: Any, user: str) -> None:
+    """A half's cleanup, once its own work has stopped: the last half to give the Api back closes it. kopf runs
+    the cleanup handlers in the order they were registered, and this module's come first: a cleanup of its own
+    would close the Api under follows still stopping."""
+    users: set[str] = memo.setdefault(USERS_KEY, set())
+    users.discard(user)
+    if users:
         return
     kube: api.Api | None = memo.pop(MEMO_KEY, None)
     if kube is not None:

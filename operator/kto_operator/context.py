@@ -58,7 +58,7 @@ class Context:
     # kopf's diff base the start handler wrote with a JobCreated status, per UID, until kopf's store of it
     # (diffbase.StatusDiffBase, which shares this dict) skips it.
     handled: dict[str, str] = dataclasses.field(default_factory=dict)
-    # UIDs of the runs whose MLflow run may exist although their status names none: those with an empty status
+    # UIDs of the runs whose MLflow run may exist although their status names none: those whose status named none
     # when this process started (`unrecorded`: an earlier process may have created it and died before its
     # write), and those this process set out to create one for. A run with an empty status outside this set was
     # created since, and a replica alone (`solo`) is the only one that may have acted on it: no run to search.
@@ -110,6 +110,7 @@ class Context:
 
 
 async def unrecorded(kube: Api, namespace: str | None) -> set[str]:
-    """UIDs of the TrainingRuns (of `namespace`, None: all) whose status is empty: Context.maybe_created at start."""
+    """UIDs of the TrainingRuns (of `namespace`, None: all) whose status names no MLflow run: Context.maybe_created
+    at start. Not only an empty status: kopf's own record of a failed start (status.kopf) is no trace of ours."""
     runs = await kube.list(RUNS, namespace)
-    return {tr["metadata"]["uid"] for tr in runs if not tr.get("status")}
+    return {tr["metadata"]["uid"] for tr in runs if not ((tr.get("status") or {}).get("mlflow") or {}).get("runId")}

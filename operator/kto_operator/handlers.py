@@ -25,6 +25,7 @@ POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
 ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+HALF = "trainingruns"  # this half's name among the users of the one API client (connection.shared)
 
 
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
@@ -72,20 +73,21 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+    # The API calls first: kopf retries this handler when one fails, and what follows them binds a port.
+    kube = connection.shared(memo, api.Options(pool_size=ours.max_workers + ours.start_workers + 4), HALF)
+    own = await identity.own_service_account(kube, (await api.connection_info()).token)
+    ours = dataclasses.replace(ours, own_service_account=own)
+    # Listed before kopf starts its watches: a run created later is one this process alone can have acted on.
+    maybe_created = await context.unrecorded(kube, memo.get("namespace")) if settings.peering.standalone else set()
     metrics = shared_metrics(memo)
     try:
         metrics.serve(ours.metrics_port)
     except OSError as exc:
         raise kopf.PermanentError(f"metrics port {ours.metrics_port}: {exc}") from exc
-    kube = connection.shared(memo, api.Options(pool_size=ours.max_workers + ours.start_workers + 4))
-    own = await identity.own_service_account(kube, (await api.connection_info()).token)
-    ours = dataclasses.replace(ours, own_service_account=own)
     # The handlers' concurrency, bounded: starts apart (a burst of pod and Job events never delays Job
     # creation), follows of other runs; both await MLflow on the event loop.
     memo.trainingrun_starts = asyncio.Semaphore(ours.start_workers)
     memo.trainingrun_follows = asyncio.Semaphore(ours.max_workers)
-    # Listed before kopf starts its watches: a run created later is one this process alone can have acted on.
-    maybe_created = await context.unrecorded(kube, memo.get("namespace"))
     memo.trainingruns = reconcile.Context(settings=ours, kube=kube, tracker=Tracker(_mlflow_options(ours)),
                                           metrics=metrics, platform_gate=_platform_gate(kube),
                                           solo=settings.peering.standalone, handled=handled,
@@ -122,7 +124,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     ctx: reconcile.Context | None = memo.get("trainingruns")
     if ctx is not None:
         await ctx.tracker.close()
-        await connection.release(memo)
+        await connection.release(memo, HALF)
 
 
 def _peering(settings: kopf.OperatorSettings, memo: Any) -> sweep.Peering | None:

@@ -73,8 +73,10 @@ async def close(tracker: Tracker, spec: Mapping[str, Any], uri: str, ids: Mappin
     the model its spec asks for. Fills `extra` (status fields) and `notes` (lines of the message) as it goes,
     so that what was done before an error is kept. Raises MlflowUnavailable and TrackingError."""
     run_id = str(ids["runId"])
-    await tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase], workers.mlflow_overrides(spec, phase),
-                            params=parameters(spec))
+    closed = await tracker.terminate(uri, run_id, status.MLFLOW_STATUS[phase], workers.mlflow_overrides(spec, phase),
+                                     params=parameters(spec))
+    if closed.params_refused:
+        notes.append(f"MLflow refused params: {closed.params_refused}")
     metrics = finite(await tracker.metrics(uri, run_id))
     rule = RegisterRule.from_spec(spec.get("registerModel"))
     if phase == status.SUCCEEDED and rule:

@@ -168,11 +168,11 @@ async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_
     if not ctx.coalescer.enter(key, with_progress):
         return
     progress: bool | None = with_progress
-    last: dict[str, Any] | None = None
+    left: Left | None = None
     try:
         while progress is not None:
-            last = await _follow_once(ctx, views, namespace, name, progress, last)
-            if last is None:
+            left = await _follow_once(ctx, views, namespace, name, progress, left)
+            if left is None:
                 break  # ended or gone: a further pass would only read it again (the watch lags the write)
             progress = ctx.coalescer.again(key)
     finally:
@@ -181,36 +181,44 @@ async def follow(ctx: Context, views: Views, namespace: str, name: str, *, with_
             progress = ctx.coalescer.again(key)
 
 
-def _copy(ctx: Context, views: Views, namespace: str, name: str, last: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The watched copy; or the previous pass's, as its own write stored it, while the watch has not shown that
-    write yet (taken as unconfirmed: a later change by anyone else fails the conditional write)."""
+# What a pass leaves the next one: its copy of the run after its writes, and the watched version it started from.
+Left = tuple[dict[str, Any], str | None]
+
+
+def _copy(ctx: Context, views: Views, namespace: str, name: str,
+          left: Left | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The watched copy and its version; or the previous pass's own copy, as its write stored it, while the watch
+    still shows what that pass started from (neither that write nor any later change yet). Taken as unconfirmed:
+    a change by anyone else in the meantime fails the conditional write."""
     tr = views.run(namespace, name)
-    if last is None or tr is None or tr["metadata"]["uid"] != last["metadata"]["uid"]:
-        return tr
-    version = last["metadata"].get("resourceVersion")
-    if tr["metadata"].get("resourceVersion") != version and ctx.current(_key(namespace, name), version):
-        return working_copy(last, confirmed=False)
-    return tr
+    watched = tr["metadata"].get("resourceVersion") if tr is not None else None
+    if left is not None and tr is not None:
+        own, basis = left
+        version = own["metadata"].get("resourceVersion")
+        if own["metadata"]["uid"] == tr["metadata"]["uid"] and watched == basis != version \
+                and ctx.current(_key(namespace, name), version):
+            return working_copy(own, confirmed=False), watched
+    return tr, watched
 
 
 async def _follow_once(ctx: Context, views: Views, namespace: str, name: str, with_progress: bool,
-                       last: dict[str, Any] | None) -> dict[str, Any] | None:
-    """One pass: the copy it left (for the next pass), None when the run is final (now or already) or gone."""
+                       left: Left | None) -> Left | None:
+    """One pass: what it leaves the next pass, None when the run is final (now or already) or gone."""
     async with ctx.locks.hold(_key(namespace, name)):
-        tr = _copy(ctx, views, namespace, name, last)
+        tr, watched = _copy(ctx, views, namespace, name, left)
         if tr is not None and tr["metadata"]["uid"] in ctx.ended:
             return None  # the watch has not caught up with the final write yet
         if tr is not None:
             try:
                 await _follow_step(ctx, views, tr, with_progress=with_progress)
-                return None if writes.phase_of(tr) in status.TERMINAL_PHASES else tr
+                return None if writes.phase_of(tr) in status.TERMINAL_PHASES else (tr, watched)
             except (Conflict, writes.Stale):
                 tr = await _fresh(ctx, namespace, name)
         if tr is None:
             ctx.forget_jobs_of(namespace, name)
             return None
         await _follow_step(ctx, views, tr, with_progress=with_progress)
-        return None if writes.phase_of(tr) in status.TERMINAL_PHASES else tr
+        return None if writes.phase_of(tr) in status.TERMINAL_PHASES else (tr, watched)
 
 
 async def _follow_step(ctx: Context, views: Views, tr: dict[str, Any], *, with_progress: bool) -> None:
@@ -247,8 +255,8 @@ async def _follow(ctx: Context, views: Views, tr: dict[str, Any], *, with_progre
             pods = await refusals.run_pods(ctx.kube, meta["namespace"], meta["uid"])
             observed = await refusals.observe(ctx.kube, job, pods, meta["namespace"], ctx.clock(), ctx.limits)
         tagged = await outcome.image(ctx.tracker, tr, writes.uri(ctx, tr), observed.image_id)
-        finished = await writes.finish(ctx, tr, observed.phase, observed.reason, observed.message, observed.start_time,
-                                 observed.workers, **tagged)
+        finished = await writes.finish(ctx, tr, observed.phase, observed.reason, observed.message,
+                                       observed.start_time, observed.workers, **tagged)
         if finished:
             ctx.last_job(meta["uid"], forget=True)
         # After the status (else a retry would see the Job gone and lose the reason).

@@ -44,8 +44,8 @@ RESYNC_INTERVAL = 15.0
 # by itself and the pod's events bring its start; a resync only refreshes the refusal's text (an Events list).
 REFUSED_INTERVAL = 60.0
 # Resyncs that list Events (a run whose Job has no pod: refusals.observe looks for why) share a budget: with many
-# such runs each one's interval grows, so that together they cost the API server at most this many lists a second
-# (a quota that refuses 1,000 runs: each one looked at every 4 minutes, not 17 lists a second for ever).
+# such runs each one's interval doubles until together they cost the API server at most this many lists a second
+# on average (a quota that refuses 1,000 runs: each one looked at every 8 minutes, not 17 lists a second for ever).
 LISTS_PER_SECOND = 4.0
 # How long the peering answer is trusted: kopf itself reacts to a peer's keep-alive within seconds.
 PEERING_RECHECK = 5.0
@@ -79,10 +79,18 @@ def listing(status: Mapping[str, Any]) -> bool:
     return status.get("reason") in REFUSALS or status.get("reason") == NO_POD
 
 
+def budgeted(interval: float, listers: int) -> float:
+    """`interval`, doubled until `listers` runs resynced that often list within LISTS_PER_SECOND. Whole doublings:
+    every run's turn moves only when their number crosses a power of two, not with each run that comes or goes."""
+    while listers / interval > LISTS_PER_SECOND:
+        interval *= 2
+    return interval
+
+
 def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[tuple[str, str, bool]]:
     """(namespace, name, with_progress) of the runs to follow at `now`, the previous sweep being at `previous`."""
     live = [(tr["metadata"], tr.get("spec") or {}, tr.get("status") or {}) for tr in runs]
-    shared = sum(1 for _, spec, status in live if waiting(spec, status) and listing(status)) / LISTS_PER_SECOND
+    listers = sum(1 for _, spec, status in live if waiting(spec, status) and listing(status))
     found = []
     for meta, spec, status in live:
         if running(status):
@@ -91,7 +99,7 @@ def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[
         elif waiting(spec, status):
             interval = REFUSED_INTERVAL if status.get("reason") in REFUSALS else RESYNC_INTERVAL
             if listing(status):
-                interval = max(interval, shared)
+                interval = budgeted(interval, listers)
             if crossed(meta["uid"], interval, previous, now):
                 found.append((meta["namespace"], meta["name"], False))
     return found

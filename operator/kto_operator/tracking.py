@@ -13,7 +13,7 @@ from typing import Any
 from . import naming
 from .mlflow_rest import ClientOptions, MlflowUnavailable, RestClient, TrackingError, redact
 
-__all__ = ["ACTIVE_STATUSES", "ClientOptions", "MlflowUnavailable", "RegisterRule", "RunInfo", "Tracker",
+__all__ = ["ACTIVE_STATUSES", "ClientOptions", "Closed", "MlflowUnavailable", "RegisterRule", "RunInfo", "Tracker",
            "TrackingError", "redact"]
 
 ACTIVE_STATUSES = frozenset({"RUNNING", "SCHEDULED"})
@@ -28,6 +28,15 @@ class RunInfo:
     run_id: str
     experiment_id: str
     status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Closed:
+    """What Tracker.terminate did: set the final status (False: the trainer had, or it was set already), and why
+    params were refused ("" when none was)."""
+
+    status_set: bool
+    params_refused: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,26 +174,37 @@ class Tracker:
         await self.client(uri).post("runs/set-tag", {"run_id": run_id, "key": key, "value": value}, f"set tag {key}")
 
     async def terminate(self, uri: str, run_id: str, status: str, replace: frozenset[str] = frozenset(),
-                        params: Mapping[str, str] | None = None) -> bool:
-        """Log the `params` the run lacks, then set a final status unless the trainer already did (a final status in
-        `replace` is overwritten); True if this call set it. The trainer logs the params as it starts: these are
-        for one that does not, or never ran; a value it logged in another spelling stands."""
+                        params: Mapping[str, str] | None = None) -> Closed:
+        """Log the `params` the run lacks (a trainer logs its own as it starts: these are for one that does not, or
+        never ran; a value it logged in another spelling stands), then set a final status unless the trainer
+        already did (a final status in `replace` is overwritten). A param MLflow refuses never keeps the run open."""
         what = f"set run status {status}"
         run = await self._run(uri, run_id, what)
         logged = _values(run.get("data", {}).get("params", []))
-        items = _pairs({k: v for k, v in (params or {}).items() if k not in logged})
-        for start in range(0, len(items), _PARAMS_PER_BATCH):
-            batch = {"run_id": run_id, "params": items[start:start + _PARAMS_PER_BATCH]}
-            try:
-                await self.client(uri).post("runs/log-batch", batch, "log params")
-            except TrackingError as exc:
-                if exc.error_code != "INVALID_PARAMETER_VALUE":  # else logged meanwhile, in another spelling: it stands
-                    raise
+        refused = await self._log_params(uri, run_id, {k: v for k, v in (params or {}).items() if k not in logged})
         current = run["info"]["status"]
         if current == status or current not in ACTIVE_STATUSES | replace:
-            return False
+            return Closed(False, refused)
         await self.client(uri).post("runs/update", {"run_id": run_id, "status": status, "end_time": _now_ms()}, what)
-        return True
+        return Closed(True, refused)
+
+    async def _log_params(self, uri: str, run_id: str, params: Mapping[str, str]) -> str:
+        """Log `params` in batches; a batch MLflow refuses, one param at a time: why those refused were ("" for
+        none)."""
+        refused: list[str] = []
+        items = _pairs(params)
+        for start in range(0, len(items), _PARAMS_PER_BATCH):
+            batch = items[start:start + _PARAMS_PER_BATCH]
+            try:
+                await self.client(uri).post("runs/log-batch", {"run_id": run_id, "params": batch}, "log params")
+            except TrackingError:
+                for item in batch:
+                    try:
+                        await self.client(uri).post("runs/log-batch", {"run_id": run_id, "params": [item]},
+                                                    f"log param {item['key']}")
+                    except TrackingError as exc:
+                        refused.append(str(exc))
+        return "; ".join(refused)
 
     async def metrics(self, uri: str, run_id: str) -> dict[str, float]:
         """Latest value of each metric."""

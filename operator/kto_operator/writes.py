@@ -52,7 +52,7 @@ def uri(ctx: Context, tr: Mapping[str, Any]) -> str:
 
 
 async def write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-                 **fields: Any) -> dict[str, Any] | None:
+                **fields: Any) -> dict[str, Any] | None:
     """One status patch for this step (none when nothing is worth writing: status.status_patch), an Event
     when the step is worth one (status.event_type), metrics on each transition: the TrainingRun as stored
     after the patch, None without one. Raises Conflict when `tr` came from a watch and the TrainingRun has
@@ -84,7 +84,7 @@ async def write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, messa
 
 
 async def finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, message: str,
-                  start_time: str | None = None, ready: str | None = None, **fields: Any) -> bool:
+                 start_time: str | None = None, ready: str | None = None, **fields: Any) -> bool:
     """Enter a final phase: MLflow status first (FINISHED/FAILED/KILLED unless the trainer set one),
     final metrics, model registration; then the status (with `fields`). With MLflow down the status keeps its
     phase (reason MlflowUnavailable) so that the sweep tries again: a run never stays RUNNING in MLflow.
@@ -106,7 +106,7 @@ async def finish(ctx: Context, tr: dict[str, Any], phase: str, reason: str, mess
             ctx.metrics.mlflow_errors.inc()
             current = phase_of(tr) or status.PENDING
             await write(ctx, tr, current, "MlflowUnavailable",
-                         f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}", **fields)
+                        f"the run ended ({phase}: {reason}) but MLflow is unreachable, retrying: {exc}", **fields)
             return False
         except TrackingError as exc:
             notes.append(f"MLflow: {exc}")

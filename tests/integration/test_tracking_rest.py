@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from kto_operator import naming
-from kto_operator.tracking import RegisterRule, Tracker, TrackingError
+from kto_operator.tracking import Closed, RegisterRule, Tracker, TrackingError
 
 pytestmark = pytest.mark.integration
 
@@ -109,10 +109,19 @@ def test_the_close_logs_only_the_params_the_trainer_did_not(tracker: Blocking, m
                                                             exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, (run_uid := uid()), "r", {naming.TAG_UID: run_uid})
     mlflow.log_param(run.run_id, "a", "1.0")  # the trainer's, in its own spelling
-    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED", params={"a": "1", "b": "2"}) is True
+    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED", params={"a": "1", "b": "2"}) == Closed(True)
     assert mlflow.get_run(run.run_id).data.params == {"a": "1.0", "b": "2"}
-    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED", params={"a": "1", "b": "2"}) is False  # again: none
+    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED", params={"a": "1", "b": "2"}) == Closed(False)
     assert mlflow.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_param_mlflow_refuses_never_keeps_the_run_open(tracker: Blocking, mlflow_uri: str, mlflow: Any,
+                                                         exp: str) -> None:
+    run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
+    closed = tracker.terminate(mlflow_uri, run.run_id, "FAILED", params={"a": "1", "long": "x" * 10000})
+    assert closed.status_set and "long" in closed.params_refused
+    got = mlflow.get_run(run.run_id)
+    assert got.info.status == "FAILED" and got.data.params == {"a": "1"}
 
 
 def test_more_params_than_one_batch_takes(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
@@ -124,8 +133,8 @@ def test_more_params_than_one_batch_takes(tracker: Blocking, mlflow_uri: str, ml
 
 def test_terminate_only_an_active_run(tracker: Blocking, mlflow_uri: str, mlflow: Any, exp: str) -> None:
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
-    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is True
-    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED") is False
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED").status_set is True
+    assert tracker.terminate(mlflow_uri, run.run_id, "FINISHED").status_set is False
     assert mlflow.get_run(run.run_id).info.status == "FAILED"
     info = mlflow.get_run(run.run_id).info
     assert info.status == "FAILED" and info.end_time >= info.start_time
@@ -137,12 +146,12 @@ def test_terminate_replaces_only_the_final_statuses_it_is_told(tracker: Blocking
     failed (MLflow's server accepts a new status on a finished run), never a FINISHED."""
     run, _ = tracker.ensure_run(mlflow_uri, exp, uid(), "r", {})
     mlflow.set_terminated(run.run_id, "KILLED")
-    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED") is False
-    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})) is True
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED").status_set is False
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})).status_set is True
     assert mlflow.get_run(run.run_id).info.status == "FAILED"
-    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})) is False
+    assert tracker.terminate(mlflow_uri, run.run_id, "FAILED", frozenset({"KILLED", "FAILED"})).status_set is False
     mlflow.set_terminated(run.run_id, "FINISHED")
-    assert tracker.terminate(mlflow_uri, run.run_id, "KILLED", frozenset({"KILLED", "FAILED"})) is False
+    assert tracker.terminate(mlflow_uri, run.run_id, "KILLED", frozenset({"KILLED", "FAILED"})).status_set is False
     assert mlflow.get_run(run.run_id).info.status == "FINISHED"
 
 

@@ -32,6 +32,7 @@ POWER = (naming.GROUP, naming.VERSION, naming.POWER_PLURAL)
 TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # A failed delete handler is retried after this (kopf's default, 60 s, leaves the platform asleep that long).
 DELETE_BACKOFF = 5.0
+HALF = "power"  # this half's name among the users of the one API client (connection.shared)
 
 
 @kopf.on.startup()
@@ -41,7 +42,7 @@ async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
     except SettingsError as exc:
         raise kopf.PermanentError(f"bad setting: {exc}") from exc  # exits instead of retrying forever
     # The process's one client; made here when this module runs alone, its pool sized for the parallel patches.
-    kube = connection.shared(memo, api.Options(pool_size=max(power.parallelism * 2, 4)))
+    kube = connection.shared(memo, api.Options(pool_size=max(power.parallelism * 2, 4)), HALF)
     memo.power = PowerContext(settings=power, kube=kube, metrics=shared_metrics(memo).power)
     logger.info("power: %s", power)
 
@@ -49,7 +50,7 @@ async def power_startup(memo: Any, logger: kopf.Logger, **_: Any) -> None:
 @kopf.on.cleanup()
 async def power_cleanup(memo: Any, **_: Any) -> None:
     if memo.get("power") is not None:  # kopf stops its daemons before the cleanup handlers
-        await connection.release(memo)
+        await connection.release(memo, HALF)
 
 
 def _ctx(memo: Any) -> PowerContext:

@@ -284,8 +284,9 @@ def test_both_halves_share_one_api_closed_once(tmp_path: Path, monkeypatch: pyte
     memo: dict[str, Any] = {}
 
     async def scenario() -> None:
-        first = connection.shared(memo, api.Options(pool_size=4))
-        assert connection.shared(memo, api.Options(pool_size=32)) is first
+        first = connection.shared(memo, api.Options(pool_size=4), "trainingruns")
+        assert connection.shared(memo, api.Options(pool_size=4), "trainingruns") is first  # a retried startup
+        assert connection.shared(memo, api.Options(pool_size=32), "power") is first
         closed: list[bool] = []
         close = first.close
 
@@ -294,9 +295,9 @@ def test_both_halves_share_one_api_closed_once(tmp_path: Path, monkeypatch: pyte
             await close()
 
         first.close = counted  # type: ignore[method-assign]
-        await connection.release(memo)
+        await connection.release(memo, "power")
         assert memo[connection.MEMO_KEY] is first and not closed  # the other half still uses it
-        await connection.release(memo)
+        await connection.release(memo, "trainingruns")
         assert connection.MEMO_KEY not in memo and closed == [True]
 
     run(scenario())

@@ -92,3 +92,22 @@ def test_a_pass_asked_for_during_a_write_starts_from_that_write_not_the_lagging_
     asyncio.run(scenario())
     assert kube.stored["status"]["phase"] == "Running"
     assert kube.calls == [("patch", NAME)] and tracker.reads == 1
+
+
+@pytest.mark.parametrize(("watched_version", "cancel", "used"), [
+    ("7", False, "own"),      # the watch still shows what the previous pass started from
+    ("8", False, "watched"),  # it shows the pass's own write
+    ("9", True, "watched"),   # it shows a later change (a user's cancel): never hidden behind the own copy
+], ids=["lagging", "caught-up", "changed-since"])
+def test_the_next_pass_takes_its_own_copy_only_while_the_watch_shows_what_the_last_one_started_from(
+        watched_version: str, cancel: bool, used: str) -> None:
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=FakeKube(run_body("8")), tracker=EpochTracker(),  # type: ignore[arg-type]
+                            metrics=Metrics())
+    own = run_body("8")  # what the previous pass wrote (version 8), having started from version 7
+    ctx.wrote(f"{NS}/{NAME}", UID, "8", final=False)
+    watched = run_body(watched_version)
+    watched["spec"]["cancel"] = cancel
+    tr, version = reconcile._copy(ctx, Views(runs={(NS, NAME): [watched]}), NS, NAME, (own, "7"))
+    assert tr is not None and version == watched_version
+    assert tr["metadata"]["resourceVersion"] == ("8" if used == "own" else watched_version)
+    assert bool(tr["spec"].get("cancel")) == cancel

@@ -11,6 +11,7 @@ import pytest
 from kto_operator import naming, reconcile, writes
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
+from kto_operator.tracking import Closed
 from kto_operator.views import Views
 
 NS, NAME, UID = "ns", "run", "uid-1"
@@ -40,10 +41,13 @@ class FakeKube:
 class FakeTracker:
     def __init__(self) -> None:
         self.terminated: list[str] = []
+        self.params: list[Any] = []
 
     async def terminate(self, uri: str, run_id: str, status: str, overrides: Any = frozenset(),
-                        params: Any = None) -> None:
+                        params: Any = None) -> Closed:
         self.terminated.append(status)
+        self.params.append(params)
+        return Closed(True)
 
     async def metrics(self, uri: str, run_id: str) -> dict[str, float]:
         return {}
@@ -142,3 +146,12 @@ def test_a_later_event_before_the_watch_caught_up_reads_nothing() -> None:
     kube.stored = copy.deepcopy(recreated)
     follow(ctx, recreated)
     assert kube.calls[1:] == [("get", NAME), ("patch", NAME)]
+
+
+def test_the_close_hands_mlflow_the_spec_parameters_the_trainer_may_not_have_logged() -> None:
+    kube = FakeKube(run_body("7"))
+    ctx = context(kube, solo=True, own_write="7")
+    watched = run_body("7")
+    watched["spec"]["parameters"] = {"epochs": 2, "learning_rate": 0.001}
+    follow(ctx, watched)
+    assert ctx.tracker.params == [{"epochs": "2", "learning_rate": "0.001"}]  # type: ignore[attr-defined]

@@ -240,3 +240,23 @@ def test_runs_without_a_pod_share_a_budget_of_events_lists(waiting: int) -> None
     assert lists["starting"] == window // sweep.RESYNC_INTERVAL
     if waiting == 1:  # alone: its own interval (refusal check 15 s after the Job)
         assert lists["r0"] == window // sweep.RESYNC_INTERVAL
+
+
+def test_the_budget_moves_no_turn_while_the_number_of_waiting_runs_changes_a_little() -> None:
+    """Runs come and go all the time: a turn that moved with each of them could wait far longer than its interval."""
+    assert {sweep.budgeted(sweep.RESYNC_INTERVAL, n) for n in range(990, 1020)} == {480.0}
+    assert sweep.budgeted(sweep.RESYNC_INTERVAL, 10) == sweep.RESYNC_INTERVAL
+    assert sweep.budgeted(sweep.REFUSED_INTERVAL, 1000) / 1000 >= 1 / sweep.LISTS_PER_SECOND
+    refused = [run(f"r{i}", "Pending") for i in range(1020)]
+    for tr in refused:
+        tr["status"]["reason"] = "QuotaExceeded"
+    longest: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for t in range(1, 2001):
+        present = refused[: 1000 + (t // 7) % 20]  # 0-19 runs more or less, changing every 7 s
+        for _, name, _ in sweep.due(present, t - 1, t):
+            if name in last:
+                longest[name] = max(longest.get(name, 0), t - last[name])
+            last[name] = t
+    steady = [longest[f"r{i}"] for i in range(1000)]  # those present throughout
+    assert max(steady) <= 480

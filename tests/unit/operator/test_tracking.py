@@ -233,7 +233,8 @@ def test_the_close_logs_the_params_the_trainer_did_not_in_batches_of_a_hundred(s
     params = {f"p{i:03d}": str(i) for i in range(251)}
     stub.body = json.dumps({"run": {"info": {"run_id": "r1", "status": "RUNNING"},
                                     "data": {"params": [{"key": "p000", "value": "0.0"}]}}}).encode()
-    assert call(lambda t: t.terminate(f"http://127.0.0.1:{stub.port}", "r1", "FINISHED", params=params)) is True
+    closed = call(lambda t: t.terminate(f"http://127.0.0.1:{stub.port}", "r1", "FINISHED", params=params))
+    assert closed.status_set and not closed.params_refused
     paths = [path.split("?")[0] for _, path, _, _ in stub.seen]
     assert paths == ["/api/2.0/mlflow/runs/get"] + ["/api/2.0/mlflow/runs/log-batch"] * 3 + \
         ["/api/2.0/mlflow/runs/update"]
