@@ -8,21 +8,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import kopf
 
 from . import api
 
 MEMO_KEY = "kube"
 USERS_KEY = "kube_users"
+# kopf's own connections to the API server: its watch streams (one per watched resource and namespace, each
+# holding a connection) and its short requests (finalizers, Events). Bounded: kopf's default pool is unbounded,
+# and a burst of new objects opens a TLS connection per object being patched, each one holding buffers
+# (asyncio's 256 KiB read buffer among them) that the allocator keeps after the connection closes.
+KOPF_CONNECTIONS = 16
+
+
+def kopf_session(info: kopf.ConnectionInfo, limit: int = KOPF_CONNECTIONS) -> kopf.AiohttpSession:
+    """kopf's session as kopf itself builds it from `info` (TLS, Authorization header), with a bounded pool.
+    kopf owns it: closed when a new login replaces it."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+                                    headers=info.as_http_headers(), trust_env=info.trust_env)
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
+                               expiration=info.expiration, aiohttp_session=session)
 
 
 @kopf.on.login()
-async def login(**_: Any) -> kopf.ConnectionInfo:
+async def login(**_: Any) -> kopf.AiohttpSession:
     """The login of `api` (service account, else kubeconfig, exec plugins and tokenFile included), so that
     kopf's watches and our calls authenticate alike; the `kubernetes` client, whose login kopf would use
     otherwise, is kept out of the process (the entry point). Called again by kopf when the API server answers
     401 or the token expires, so a rotated token is picked up."""
-    return await api.connection_info()
+    return kopf_session(await api.connection_info())
 
 
 def shared(memo: Any, options: api.Options, user: str) -> api.Api:

@@ -26,6 +26,11 @@ ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 HALF = "trainingruns"  # this half's name among the users of the one API client (connection.shared)
+# Our concurrent requests to the API server, starts and follows together: a start holds a connection only for
+# its Job creation and status write, most of it awaits MLflow. Each TLS connection keeps buffers of ~300 KB
+# that the allocator does not give back: more connections would cost memory, not throughput, on an API server
+# that serves a few hundred requests a second.
+API_CONNECTIONS = 16
 
 
 def _mlflow_options(ours: OperatorSettings) -> ClientOptions:
@@ -74,7 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
     # The API calls first: kopf retries this handler when one fails, and what follows them binds a port.
-    kube = connection.shared(memo, api.Options(pool_size=ours.max_workers + ours.start_workers + 4), HALF)
+    kube = connection.shared(memo, api.Options(pool_size=API_CONNECTIONS), HALF)
     own = await identity.own_service_account(kube, (await api.connection_info()).token)
     ours = dataclasses.replace(ours, own_service_account=own)
     # Listed before kopf starts its watches: a run created later is one this process alone can have acted on.

@@ -301,3 +301,44 @@ def test_both_halves_share_one_api_closed_once(tmp_path: Path, monkeypatch: pyte
         assert connection.MEMO_KEY not in memo and closed == [True]
 
     run(scenario())
+
+
+def test_kopfs_session_carries_the_login_and_bounds_its_connections() -> None:
+    from aiohttp import web
+
+    async def scenario() -> tuple[int, set[str], kopf.AiohttpSession]:
+        open_now, most, auth = 0, 0, set()
+
+        async def slow(request: web.Request) -> web.Response:
+            nonlocal open_now, most
+            auth.add(request.headers.get("Authorization", ""))
+            open_now += 1
+            most = max(most, open_now)
+            await asyncio.sleep(0.05)
+            open_now -= 1
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_get("/x", slow)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        info = kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", token="tok", default_namespace="ns")
+        ours = connection.kopf_session(info, limit=3)
+        try:
+            async def get() -> None:
+                async with ours.aiohttp_session.get(f"{ours.server}/x") as answer:
+                    assert answer.status == 200
+
+            await asyncio.gather(*(get() for _ in range(12)))
+        finally:
+            await ours.aiohttp_session.close()
+            await runner.cleanup()
+        return most, auth, ours
+
+    most, auth, ours = run(scenario())
+    assert most == 3, most  # 12 concurrent requests, never more than 3 at once, and 3 indeed used
+    assert auth == {"Bearer tok"}
+    assert (ours.server.startswith("http://127.0.0.1:"), ours.default_namespace) == (True, "ns")
