@@ -42,18 +42,17 @@ class Metrics:
             start_http_server(port, registry=self.registry)
 
     def set_phase(self, uid: str, phase: str | None) -> None:
-        """Record the phase of one run (None: forget it) and refresh the per-phase gauge."""
+        """Record the phase of one run (None: forget it) and move the per-phase gauge by that one run (a
+        recount would cost every event as many steps as there are runs)."""
         with self._lock:
-            if phase is None:
-                self._phases.pop(uid, None)
-            else:
+            before = self._phases.pop(uid, None) if phase is None else self._phases.get(uid)
+            if phase is not None:
                 self._phases[uid] = phase
-            counts = dict.fromkeys(PHASES, 0)
-            for value in self._phases.values():
-                counts[value] = counts.get(value, 0) + 1
-            for key, count in counts.items():
-                self.runs.labels(key).set(count)
-
+            if before != phase:
+                if before is not None:
+                    self.runs.labels(before).dec()
+                if phase is not None:
+                    self.runs.labels(phase).inc()
 
 def shared(memo: Any) -> Metrics:
     """The process's one Metrics, kept in kopf's memo: made by whichever half's startup handler runs first
