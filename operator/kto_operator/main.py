@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx (under lightkube) logs every request at INFO: a line per API call drowns the operator's own.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # kopf logs every handler call of every object ("Handler 'start' succeeded.", several per run and watch
+    # event) at INFO: its warnings and errors stay; the runs' steps are logged by the operator itself (writes).
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     loaded = load_handlers()
     logging.getLogger("kto_operator").info("handlers: %s", ", ".join(loaded))
     priority = None

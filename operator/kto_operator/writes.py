@@ -4,6 +4,7 @@ a final decision is never taken on a copy that may lag (Stale)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -14,6 +15,8 @@ from .api import RUNS
 from .context import Context, run_key
 from .tracking import MlflowUnavailable, TrackingError
 from .views import UNCONFIRMED
+
+logger = logging.getLogger(__name__)
 
 # Reasons reported as Warning events (the others are Normal).
 WARNING_REASONS = frozenset(
@@ -77,6 +80,9 @@ async def write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, messa
     if "phase" not in patch or (current.get("phase"), current.get("reason")) == (phase, reason):
         return stored
     ctx.metrics.transitions.labels(phase, reason).inc()
+    # The operator log's line per run and step (kopf's own per-handler lines are off: main).
+    logger.info("%s/%s: %s (%s)%s", meta["namespace"], meta["name"], phase, reason,
+                f" {message.splitlines()[0]}" if message else "")
     kind = status.event_type(current, phase, reason, WARNING_REASONS)
     if kind:
         event(tr, kind, reason, f"{phase}: {message}" if message else phase)

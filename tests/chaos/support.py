@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -146,11 +146,10 @@ def tracebacks(log: str) -> list[str]:
     return ["\n".join(lines[max(0, i - 1): i + 12]) for i, line in enumerate(lines) if TRACEBACK in line]
 
 
-def handler_lines(log: str, handlers: Iterable[str] = ("start", "job_changed", "pod_changed")) -> int:
-    """How many handler outcomes of the TrainingRun handlers an operator log shows (kopf logs each as
-    `Handler 'name' succeeded.` or `... failed ...`): zero for a replica that never acted."""
-    pattern = re.compile(r"Handler '({})'".format("|".join(map(re.escape, handlers))))
-    return len(pattern.findall(log))
+def step_lines(log: str) -> int:
+    """How many steps of TrainingRuns an operator log shows (the operator logs each one it writes,
+    `kto_operator.writes: NS/NAME: Phase (Reason)`): zero for a replica that never acted."""
+    return len(re.findall(r"kto_operator\.writes: \S+/\S+: \w+ \(", log))
 
 
 def until(fn: Callable[[], Any], timeout: float, desc: str, interval: float = 0.25) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.chaos.support import Expected, handler_lines, sleeper, tracebacks, until, wait_converged
+from tests.chaos.support import Expected, sleeper, step_lines, tracebacks, until, wait_converged
 from tests.helpers import figure
 from tests.integration.operator_fixtures import (  # noqa: F401  (fixtures)
     Operator,
@@ -59,8 +59,8 @@ def takeover(bed: Any, namespace: str, runs: Runs, mlflow_uri: str, tmp_path: Pa
         for name in names:
             runs.submit(name, **sleeper(0.5))
         wait_converged(runs, mlflow_uri, {n: Expected("Succeeded") for n in names}, 120)
-        assert handler_lines(first.log()) > 0, "the first replica never acted"
-        assert handler_lines(second.log()) == 0, "the paused replica acted:\n" + second.log()[-3000:]
+        assert step_lines(first.log()) > 0, "the first replica never acted"
+        assert step_lines(second.log()) == 0, "the paused replica acted:\n" + second.log()[-3000:]
 
         first.kill(signal.SIGKILL)
         killed = time.monotonic()

@@ -13,6 +13,7 @@ Imported by the operator's main (same process as the TrainingRun handlers); also
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -33,6 +34,8 @@ TR = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # A failed delete handler is retried after this (kopf's default, 60 s, leaves the platform asleep that long).
 DELETE_BACKOFF = 5.0
 HALF = "power"  # this half's name among the users of the one API client (connection.shared)
+# The handlers' own `logger` is kopf's per-object one, at WARNING unless --verbose (main).
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -151,7 +154,7 @@ async def power_daemon(
 
 
 @kopf.on.delete(*POWER, backoff=DELETE_BACKOFF)
-async def power_deleted(name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def power_deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """A deleted switch must not leave the platform at zero: wake what it put to sleep."""
     assert namespace, "PowerSchedule is namespaced"
     ctx = _ctx(memo)
@@ -159,5 +162,5 @@ async def power_deleted(name: str, namespace: str | None, memo: Any, logger: kop
         released = await release_all(ctx.kube, namespace, name, ctx.settings)
     ctx.pass_locks.pop((namespace, name), None)
     for line in released:
-        logger.info("released %s", line)
+        log.info("%s/%s deleted: released %s", namespace, name, line)
     ctx.metrics.forget(namespace, name)

@@ -23,3 +23,16 @@ def test_namespace_and_all_namespaces() -> None:
 def test_handlers_loaded() -> None:
     assert main.load_handlers() == ["kto_operator.handlers", "kto_operator.power.handlers",
                                     "kto_operator.console.handlers"]
+
+
+@pytest.mark.parametrize(("argv", "kopf_objects"), [(["-n", "a"], "WARNING"), (["-n", "a", "--verbose"], "DEBUG")])
+def test_kopfs_per_object_lines_only_when_verbose(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                  kopf_objects: str) -> None:
+    import logging
+
+    ran: list[dict[str, object]] = []
+    monkeypatch.setattr(main.kopf, "run", lambda **kwargs: ran.append(kwargs))
+    for name in ("kopf.objects", "httpx"):  # main sets both: restored after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    assert main.main(argv) == 0 and ran[0]["namespaces"] == ["a"]
+    assert logging.getLevelName(logging.getLogger("kopf.objects").level) == kopf_objects

@@ -111,3 +111,18 @@ def test_the_next_pass_takes_its_own_copy_only_while_the_watch_shows_what_the_la
     assert tr is not None and version == watched_version
     assert tr["metadata"]["resourceVersion"] == ("8" if used == "own" else watched_version)
     assert bool(tr["spec"].get("cancel")) == cancel
+
+
+def test_each_step_is_one_operator_log_line_and_a_progress_write_none(caplog: pytest.LogCaptureFixture) -> None:
+    pending = run_body("7", phase="Pending")
+    kube = FakeKube(pending)
+    tracker = EpochTracker()
+    ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=tracker,  # type: ignore[arg-type]
+                            metrics=Metrics())
+    with caplog.at_level("INFO", logger="kto_operator.writes"):
+        follow(ctx, kube, with_progress=False)
+        tracker.epochs = 1
+        follow(ctx, kube, with_progress=True)  # a write, but no new step
+    assert kube.stored["status"]["progress"]["epoch"] == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "kto_operator.writes"]
+    assert len(lines) == 1 and lines[0].startswith(f"{NS}/{NAME}: Running (Running)"), lines
