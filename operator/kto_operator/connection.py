@@ -15,29 +15,38 @@ from . import api
 
 MEMO_KEY = "kube"
 USERS_KEY = "kube_users"
-# kopf's own connections to the API server: its watch streams (one per watched resource and namespace, each
-# holding a connection) and its short requests (finalizers, Events). Bounded: kopf's default pool is unbounded,
-# and a burst of new objects opens a TLS connection per object being patched, each one holding buffers
-# (asyncio's 256 KiB read buffer among them) that the allocator keeps after the connection closes.
+LOGIN_KEY = "kopf_login"
+# kopf's own connections to the API server: its watch streams (one per watched resource, each holding a
+# connection: at most 5 here, with peering) and its short requests (finalizers, Events). Bounded: kopf's
+# default pool is unbounded, and a burst of new objects opens a TLS connection per object being patched, each
+# one holding read buffers that the allocator keeps after the connection closes.
 KOPF_CONNECTIONS = 16
 
 
 def kopf_session(info: kopf.ConnectionInfo, limit: int = KOPF_CONNECTIONS) -> kopf.AiohttpSession:
-    """kopf's session as kopf itself builds it from `info` (TLS, Authorization header), with a bounded pool.
-    kopf owns it: closed when a new login replaces it."""
+    """kopf's session as kopf itself builds it from `info` (TLS, Authorization header, proxy), with a bounded
+    pool. kopf closes it when it drops these credentials (a 401, an expiry) and at exit."""
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
-                                    headers=info.as_http_headers(), trust_env=info.trust_env)
+                                    headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)
     return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
                                expiration=info.expiration, aiohttp_session=session)
 
 
 @kopf.on.login()
-async def login(**_: Any) -> kopf.AiohttpSession:
+async def login(memo: Any, **_: Any) -> kopf.AiohttpSession:
     """The login of `api` (service account, else kubeconfig, exec plugins and tokenFile included), so that
     kopf's watches and our calls authenticate alike; the `kubernetes` client, whose login kopf would use
     otherwise, is kept out of the process (the entry point). Called again by kopf when the API server answers
-    401 or the token expires, so a rotated token is picked up."""
-    return kopf_session(await api.connection_info())
+    401 or the token expires, so a rotated token is picked up. The same credentials give the same session
+    object: kopf recognises credentials it has seen rejected by equality, and stops instead of logging in
+    again and again with a revoked token."""
+    info = await api.connection_info()
+    last: tuple[kopf.ConnectionInfo, kopf.AiohttpSession] | None = memo.get(LOGIN_KEY)
+    if last is not None and last[0] == info:
+        return last[1]
+    session = kopf_session(info)
+    memo[LOGIN_KEY] = (info, session)
+    return session
 
 
 def shared(memo: Any, options: api.Options, user: str) -> api.Api:

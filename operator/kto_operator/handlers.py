@@ -26,10 +26,10 @@ ERROR_BACKOFF = 5.0
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 CHILD_LABELS = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 HALF = "trainingruns"  # this half's name among the users of the one API client (connection.shared)
-# Our concurrent requests to the API server, starts and follows together: a start holds a connection only for
-# its Job creation and status write, most of it awaits MLflow. Each TLS connection keeps buffers of ~300 KB
-# that the allocator does not give back: more connections would cost memory, not throughput, on an API server
-# that serves a few hundred requests a second.
+# Our concurrent requests to the API server, both halves' handlers together (a request beyond waits for a free
+# connection): a start holds one only for its Job creation and status write, most of it awaits MLflow. Each TLS
+# connection keeps read buffers that the allocator does not give back, and more of them than the API server
+# answers at once buy no throughput.
 API_CONNECTIONS = 16
 
 

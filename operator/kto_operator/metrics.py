@@ -54,6 +54,7 @@ class Metrics:
                 if phase is not None:
                     self.runs.labels(phase).inc()
 
+
 def shared(memo: Any) -> Metrics:
     """The process's one Metrics, kept in kopf's memo: made by whichever half's startup handler runs first
     (the power handlers also run alone, under `kopf run`)."""

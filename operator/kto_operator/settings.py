@@ -39,10 +39,10 @@ class OperatorSettings:
     # into a quick MlflowUnavailable, retried with backoff, instead of a handler slot held for minutes.
     mlflow_http_timeout: int = 30
     mlflow_http_retries: int = 1
-    # Threads running the (synchronous) handlers, and those creating MLflow runs and Jobs (separate, so
-    # that following running Jobs never delays new submissions). A start is ~6 sequential round trips
-    # (API server, MLflow) and almost no CPU: in a burst the starters wait on sockets, so there are many of
-    # them (docs/benchmarks.md, "Profiles, and what was fixed because of them").
+    # Concurrent follows of runs, and concurrent starts (creating MLflow runs and Jobs: separate, so that
+    # following running Jobs never delays new submissions). A start is a few sequential round trips and almost
+    # no CPU: in a burst the starts wait on sockets, so there are many of them. Each slot has its own MLflow
+    # connection; API connections are shared (handlers.API_CONNECTIONS).
     max_workers: int = 16
     start_workers: int = 32
     # Lines of the trainer's log (termination message) kept in status.message, and its maximum size.

@@ -80,9 +80,9 @@ async def write(ctx: Context, tr: dict[str, Any], phase: str, reason: str, messa
     if "phase" not in patch or (current.get("phase"), current.get("reason")) == (phase, reason):
         return stored
     ctx.metrics.transitions.labels(phase, reason).inc()
-    # The operator log's line per run and step (kopf's own per-handler lines are off: main).
-    logger.info("%s/%s: %s (%s)%s", meta["namespace"], meta["name"], phase, reason,
-                f" {message.splitlines()[0]}" if message else "")
+    if stored is not None:  # the operator log's line per run and step (kopf's per-handler lines are off: main)
+        logger.info("%s/%s: %s (%s)%s", meta["namespace"], meta["name"], phase, reason,
+                    f" {message.splitlines()[0]}" if message else "")
     kind = status.event_type(current, phase, reason, WARNING_REASONS)
     if kind:
         event(tr, kind, reason, f"{phase}: {message}" if message else phase)

@@ -342,3 +342,28 @@ def test_kopfs_session_carries_the_login_and_bounds_its_connections() -> None:
     assert most == 3, most  # 12 concurrent requests, never more than 3 at once, and 3 indeed used
     assert auth == {"Bearer tok"}
     assert (ours.server.startswith("http://127.0.0.1:"), ours.default_namespace) == (True, "ns")
+
+
+def test_kopfs_login_is_a_bounded_session_and_the_same_object_for_the_same_credentials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = iter(["one", "one", "two"])
+
+    async def info() -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=SERVER, token=next(tokens))
+
+    monkeypatch.setattr(api, "connection_info", info)
+
+    async def scenario() -> tuple[list[kopf.AiohttpSession], int | None]:
+        memo = kopf.Memo()
+        logins = [await connection.login(memo=memo) for _ in range(3)]
+        connector = logins[0].aiohttp_session.connector
+        limit = connector.limit if connector is not None else None
+        for login in {id(s): s for s in logins}.values():
+            await login.aiohttp_session.close()
+        return logins, limit
+
+    (first, again, rotated), limit = run(scenario())
+    assert isinstance(first, kopf.AiohttpSession) and limit == connection.KOPF_CONNECTIONS
+    # kopf tells credentials it saw rejected by equality: the same token must give the same object back.
+    assert again is first
+    assert rotated is not first and rotated.aiohttp_session.headers["Authorization"] == "Bearer two"

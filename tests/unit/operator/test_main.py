@@ -34,5 +34,7 @@ def test_kopfs_per_object_lines_only_when_verbose(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(main.kopf, "run", lambda **kwargs: ran.append(kwargs))
     for name in ("kopf.objects", "httpx"):  # main sets both: restored after the test
         monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    monkeypatch.setattr(main, "ensure_user_name", lambda env: None)  # it would set $USER for the whole session
+    monkeypatch.setattr(main.logging, "basicConfig", lambda **kwargs: None)
     assert main.main(argv) == 0 and ran[0]["namespaces"] == ["a"]
     assert logging.getLevelName(logging.getLogger("kopf.objects").level) == kopf_objects
