@@ -49,6 +49,19 @@ def _platform_gate(kube: api.Api) -> reconcile.PlatformGate:
     return gate
 
 
+def watching(settings: kopf.OperatorSettings) -> None:
+    """kopf's watch streams: restarted by the API server every 5 minutes, so that a silently dropped connection
+    never freezes the operator (the client's timeout catches one the server cannot end). A quiet resource (no
+    PowerSchedule in the namespace) gets no bookmarks: kopf's own inactivity limit would restart its watch
+    every 70 s, a request each time for nothing the two timeouts above do not already cover."""
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.inactivity_timeout = settings.watching.client_timeout
+    # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
@@ -72,12 +85,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.execution.max_workers = ours.max_workers
     settings.posting.reporting_component = naming.MANAGED_BY
     settings.posting.level = logging.WARNING  # Events come from explicit kopf.info/warn, not from logs.
-    # Restart watches regularly: a silently dropped connection must not freeze the operator.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    # Only our Jobs and pods are streamed (server-side selection), not every pod of the namespace.
-    settings.watching.label_selectors["batch", "v1", "jobs"] = CHILD_SELECTOR
-    settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+    watching(settings)
     # The API calls first: kopf retries this handler when one fails, and what follows them binds a port.
     kube = connection.shared(memo, api.Options(pool_size=API_CONNECTIONS), HALF)
     own = await identity.own_service_account(kube, (await api.connection_info()).token)

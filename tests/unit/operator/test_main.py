@@ -38,3 +38,16 @@ def test_kopfs_per_object_lines_only_when_verbose(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(main.logging, "basicConfig", lambda **kwargs: None)
     assert main.main(argv) == 0 and ran[0]["namespaces"] == ["a"]
     assert logging.getLevelName(logging.getLogger("kopf.objects").level) == kopf_objects
+
+
+def test_no_watch_is_restarted_for_mere_quiet_before_the_servers_own_restart() -> None:
+    import kopf
+    from kto_operator import handlers
+
+    settings = kopf.OperatorSettings()
+    assert settings.watching.inactivity_timeout < 300  # kopf's default: a quiet watch restarted every ~minute
+    handlers.watching(settings)
+    w = settings.watching
+    assert w.server_timeout is not None and w.client_timeout is not None
+    assert w.server_timeout < w.client_timeout <= w.inactivity_timeout
+    assert w.label_selectors.collect(kopf.Resource("", "v1", "pods")) == [handlers.CHILD_SELECTOR]
