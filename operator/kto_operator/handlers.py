@@ -62,13 +62,6 @@ def watching(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
 
 
-def queueing(settings: kopf.OperatorSettings, workers: int) -> None:
-    """At most `workers` objects of a kind handled at once (OperatorSettings.kopf_workers). A worker holds its place
-    while it idles after its object's last event: it leaves after a second instead of kopf's five."""
-    settings.queueing.worker_limit = workers
-    settings.queueing.idle_timeout = 1.0
-
-
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
@@ -93,7 +86,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.posting.reporting_component = naming.MANAGED_BY
     settings.posting.level = logging.WARNING  # Events come from explicit kopf.info/warn, not from logs.
     watching(settings)
-    queueing(settings, ours.kopf_workers)
     # The API calls first: kopf retries this handler when one fails, and what follows them binds a port.
     kube = connection.shared(memo, api.Options(pool_size=API_CONNECTIONS), HALF)
     own = await identity.own_service_account(kube, (await api.connection_info()).token)

@@ -45,11 +45,6 @@ class OperatorSettings:
     # connection; API connections are shared (handlers.API_CONNECTIONS).
     max_workers: int = 16
     start_workers: int = 32
-    # Objects of one kind (TrainingRuns, Jobs, pods) kopf handles at once. A burst of new runs otherwise has every
-    # run's handler call held at once, and the process keeps that peak's memory. The cost: a run beyond the limit
-    # waits for a free place with nothing recorded, and a run waiting out a retry (MLflow down) keeps its place,
-    # so with more runs than this waiting for MLflow the others show no phase until it is back.
-    kopf_workers: int = 100
     # Lines of the trainer's log (termination message) kept in status.message, and its maximum size.
     log_tail_lines: int = 20
     message_max_chars: int = 2048
@@ -103,7 +98,6 @@ class OperatorSettings:
             mlflow_http_retries=env_int(env, "KTO_MLFLOW_HTTP_RETRIES", cls.mlflow_http_retries, minimum=0),
             max_workers=env_int(env, "KTO_MAX_WORKERS", cls.max_workers, minimum=1),
             start_workers=env_int(env, "KTO_START_WORKERS", cls.start_workers, minimum=1),
-            kopf_workers=env_int(env, "KTO_KOPF_WORKERS", cls.kopf_workers, minimum=1),
             log_tail_lines=env_int(env, "KTO_LOG_TAIL_LINES", cls.log_tail_lines, minimum=1),
             message_max_chars=env_int(env, "KTO_MESSAGE_MAX_CHARS", cls.message_max_chars, minimum=80),
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,

@@ -51,17 +51,3 @@ def test_no_watch_is_restarted_for_mere_quiet_before_the_servers_own_restart() -
     assert w.server_timeout is not None and w.client_timeout is not None
     assert w.server_timeout < w.client_timeout <= w.inactivity_timeout
     assert w.label_selectors.collect(kopf.Resource("", "v1", "pods")) == [handlers.CHILD_SELECTOR]
-
-
-def test_kopf_handles_a_bounded_number_of_objects_at_once_and_idle_workers_leave_soon() -> None:
-    import kopf
-    from kto_operator import handlers
-    from kto_operator.settings import OperatorSettings
-
-    settings = kopf.OperatorSettings()
-    assert settings.queueing.worker_limit is None  # kopf's default: every object of a burst at once
-    ours = OperatorSettings.from_env({"KTO_KOPF_WORKERS": "64"})
-    handlers.queueing(settings, ours.kopf_workers)
-    assert settings.queueing.worker_limit == 64
-    assert settings.queueing.idle_timeout < kopf.OperatorSettings().queueing.idle_timeout
-    assert OperatorSettings.from_env({}).kopf_workers == OperatorSettings.kopf_workers

@@ -57,7 +57,6 @@ def test_namespace_argument_wins_over_env() -> None:
     {"KTO_MLFLOW_TRACKING_URI": "mlflow:5000"},
     {"KTO_MLFLOW_TRACKING_URI": "file:///tmp/mlruns"},  # the operator speaks MLflow's REST API only
     {"KTO_MLFLOW_RETRY_DELAY": "10", "KTO_MLFLOW_RETRY_MAX_DELAY": "5"},
-    {"KTO_KOPF_WORKERS": "0"},
 ])
 def test_bad_values_are_refused_with_the_variable_name(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
