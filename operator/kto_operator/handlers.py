@@ -169,17 +169,17 @@ def _slotted_follow(memo: Any, indexes: dict[str, Any]) -> follow_requests.Follo
 # kopf's indexes (kept from the watches it runs anyway): a follow reads its TrainingRun, Job and pods from them.
 # Async, as every handler here: kopf runs a plain function in a thread, a hand-off per watch event.
 @kopf.index(*TR)
-async def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def live_trainingruns(body: kopf.Body, **_: Any) -> dict[tuple[str, str], views.RunEntry]:
     return views.run_entry(body)
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
-async def trainer_jobs(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+async def trainer_jobs(body: kopf.Body, **_: Any) -> dict[str, views.Stored] | None:
     return views.job_entry(body)
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
-async def trainer_pods(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+async def trainer_pods(body: kopf.Body, **_: Any) -> dict[str, views.Stored] | None:
     return views.child_entry(body)
 
 

@@ -30,6 +30,7 @@ import kopf
 from . import api, times
 from .refusals import REASONS as REFUSALS
 from .status import NO_POD, RUNNING, TERMINAL_PHASES
+from .views import RunEntry
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,14 @@ PEERING_RECHECK = 5.0
 Follow = Callable[[str, str, bool], Coroutine[Any, Any, None]]  # (namespace, name, with_progress)
 
 
-def running(status: Mapping[str, Any]) -> bool:
-    return status.get("phase") == RUNNING
+def running(run: RunEntry) -> bool:
+    return run.phase == RUNNING
 
 
-def waiting(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+def waiting(run: RunEntry) -> bool:
     """A Job exists (or a cancel waits for MLflow) and the trainer does not run: Pending, or ended and waiting
     for MLflow to record it. Other runs without a Job are the start handler's (kopf retries it)."""
-    return bool(status.get("jobName") or spec.get("cancel")) and status.get("phase") not in TERMINAL_PHASES | {RUNNING}
+    return bool(run.job_name or run.cancel) and run.phase not in TERMINAL_PHASES | {RUNNING}
 
 
 def offset(uid: str, interval: float) -> float:
@@ -74,9 +75,9 @@ def crossed(uid: str, interval: float, previous: float, now: float) -> bool:
     return math.floor((now - shift) / interval) > math.floor((previous - shift) / interval)
 
 
-def listing(status: Mapping[str, Any]) -> bool:
+def listing(run: RunEntry) -> bool:
     """A resync of this waiting run lists its Job's Events: no pod yet, or its pod refused."""
-    return status.get("reason") in REFUSALS or status.get("reason") == NO_POD
+    return run.reason in REFUSALS or run.reason == NO_POD
 
 
 def budgeted(interval: float, listers: int) -> float:
@@ -87,21 +88,21 @@ def budgeted(interval: float, listers: int) -> float:
     return interval
 
 
-def due(runs: Iterable[Mapping[str, Any]], previous: float, now: float) -> list[tuple[str, str, bool]]:
+def due(runs: Iterable[RunEntry], previous: float, now: float) -> list[tuple[str, str, bool]]:
     """(namespace, name, with_progress) of the runs to follow at `now`, the previous sweep being at `previous`."""
-    live = [(tr["metadata"], tr.get("spec") or {}, tr.get("status") or {}) for tr in runs]
-    listers = sum(1 for _, spec, status in live if waiting(spec, status) and listing(status))
+    live = list(runs)
+    listers = sum(1 for run in live if waiting(run) and listing(run))
     found = []
-    for meta, spec, status in live:
-        if running(status):
-            if crossed(meta["uid"], FOLLOW_INTERVAL, previous, now):
-                found.append((meta["namespace"], meta["name"], True))
-        elif waiting(spec, status):
-            interval = REFUSED_INTERVAL if status.get("reason") in REFUSALS else RESYNC_INTERVAL
-            if listing(status):
+    for run in live:
+        if running(run):
+            if crossed(run.uid, FOLLOW_INTERVAL, previous, now):
+                found.append((run.namespace, run.name, True))
+        elif waiting(run):
+            interval = REFUSED_INTERVAL if run.reason in REFUSALS else RESYNC_INTERVAL
+            if listing(run):
                 interval = budgeted(interval, listers)
-            if crossed(meta["uid"], interval, previous, now):
-                found.append((meta["namespace"], meta["name"], False))
+            if crossed(run.uid, interval, previous, now):
+                found.append((run.namespace, run.name, False))
     return found
 
 
@@ -149,7 +150,7 @@ class Peering:
 class Sweep:
     """The task that follows due runs, read from kopf's index of live TrainingRuns."""
 
-    def __init__(self, runs: Mapping[Any, Iterable[Mapping[str, Any]]], follow: Follow, kube: api.Api,
+    def __init__(self, runs: Mapping[Any, Iterable[RunEntry]], follow: Follow, kube: api.Api,
                  peering: Peering | None = None, loop_time: Callable[[], float] | None = None) -> None:
         self.runs, self.follow, self.kube, self.peering = runs, follow, kube, peering
         self.loop_time = loop_time or asyncio.get_running_loop().time

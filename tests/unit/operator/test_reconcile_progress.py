@@ -11,8 +11,8 @@ import pytest
 from kto_operator import reconcile, times, writes
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
-from kto_operator.views import Views
 
+from .indexes import indexed
 from .test_reconcile_reads import NAME, NS, UID, FakeKube, FakeTracker, run_body
 
 
@@ -49,7 +49,7 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def follow(ctx: reconcile.Context, kube: FakeKube, with_progress: bool) -> None:
     watched = copy.deepcopy(kube.stored)
-    views = Views(runs={(NS, NAME): [watched]}, jobs={UID: [running_job()]}, pods={UID: [running_pod()]})
+    views = indexed(runs=[watched], jobs={UID: [running_job()]}, pods={UID: [running_pod()]})
     asyncio.run(reconcile.follow(ctx, views, NS, NAME, with_progress=with_progress))
 
 
@@ -81,7 +81,7 @@ def test_a_pass_asked_for_during_a_write_starts_from_that_write_not_the_lagging_
     ctx = reconcile.Context(settings=OperatorSettings(), kube=kube, tracker=tracker,  # type: ignore[arg-type]
                             metrics=Metrics())
     watched = run_body("7", phase="Pending")  # the index keeps it: the watch has not shown the write yet
-    views = Views(runs={(NS, NAME): [watched]}, jobs={UID: [running_job()]}, pods={UID: [running_pod()]})
+    views = indexed(runs=[watched], jobs={UID: [running_job()]}, pods={UID: [running_pod()]})
 
     async def scenario() -> None:
         first = asyncio.create_task(reconcile.follow(ctx, views, NS, NAME, with_progress=False))
@@ -107,7 +107,7 @@ def test_the_next_pass_takes_its_own_copy_only_while_the_watch_shows_what_the_la
     ctx.wrote(f"{NS}/{NAME}", UID, "8", final=False)
     watched = run_body(watched_version)
     watched["spec"]["cancel"] = cancel
-    tr, version = reconcile._copy(ctx, Views(runs={(NS, NAME): [watched]}), NS, NAME, (own, "7"))
+    tr, version = reconcile._copy(ctx, indexed(runs=[watched]), NS, NAME, (own, "7"))
     assert tr is not None and version == watched_version
     assert tr["metadata"]["resourceVersion"] == ("8" if used == "own" else watched_version)
     assert bool(tr["spec"].get("cancel")) == cancel

@@ -12,7 +12,8 @@ from kto_operator import naming, reconcile, writes
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
 from kto_operator.tracking import Closed
-from kto_operator.views import Views
+
+from .indexes import indexed
 
 NS, NAME, UID = "ns", "run", "uid-1"
 
@@ -77,7 +78,7 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def follow(ctx: reconcile.Context, watched: dict[str, Any]) -> None:
     uid = watched["metadata"]["uid"]
-    views = Views(runs={(NS, NAME): [watched]}, jobs={uid: [finished_job(uid)]})
+    views = indexed(runs=[watched], jobs={uid: [finished_job(uid)]})
     asyncio.run(reconcile.follow(ctx, views, NS, NAME, with_progress=False))
 
 
@@ -122,7 +123,7 @@ def test_a_pass_asked_for_during_the_end_reads_nothing_more() -> None:
     kube = FakeKube(run_body("7"))
     ctx = context(kube, solo=True, own_write="7")
     watched = run_body("7")
-    views = Views(runs={(NS, NAME): [watched]}, jobs={UID: [finished_job()]})
+    views = indexed(runs=[watched], jobs={UID: [finished_job()]})
 
     async def scenario() -> None:
         first = asyncio.create_task(reconcile.follow(ctx, views, NS, NAME, with_progress=False))

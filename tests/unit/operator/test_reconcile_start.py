@@ -15,7 +15,8 @@ from kto_operator.api import ApiError
 from kto_operator.metrics import Metrics
 from kto_operator.settings import OperatorSettings
 from kto_operator.tracking import RunInfo
-from kto_operator.views import Views
+
+from .indexes import indexed
 
 NS, NAME, UID = "ns", "run", "uid-1"
 HANDLED = diffbase.encode({"spec": {"image": "trainer:1"}})
@@ -67,7 +68,7 @@ def start(kube: FakeKube, solo: bool = True, maybe_created: frozenset[str] = fro
                                    metrics=Metrics(), solo=solo, maybe_created=set(maybe_created))
     tr = {**copy.deepcopy(kube.stored), "spec": {"image": "trainer:1", "experiment": "e",
                                                  "parameters": {"epochs": 1}}}
-    asyncio.run(reconcile.ensure_started(ctx, Views(runs={(NS, NAME): [tr]}), NS, NAME, 0, HANDLED))
+    asyncio.run(reconcile.ensure_started(ctx, indexed(runs=[tr]), NS, NAME, 0, HANDLED))
     return ctx
 
 

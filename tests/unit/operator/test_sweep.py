@@ -11,19 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from kto_operator import api, sweep
+from kto_operator import api, sweep, views
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
 
 
-def run(name: str, phase: str | None = None, job: bool = True, cancel: bool = False) -> dict[str, Any]:
-    status: dict[str, Any] = {}
-    if phase:
-        status["phase"] = phase
-    if job:
-        status["jobName"] = name
-    spec = {"cancel": True} if cancel else {}
-    return {"metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}"}, "spec": spec, "status": status}
+def run(name: str, phase: str | None = None, job: bool = True, cancel: bool = False,
+        reason: str | None = None) -> views.RunEntry:
+    """A live run as kopf's index holds it (what the sweep reads)."""
+    return views.RunEntry(name=name, text="{}", namespace="ns", uid=f"uid-{name}", phase=phase, reason=reason,
+                          job_name=name if job else None, cancel=cancel)
 
 
 def turns(uid: str, interval: float, seconds: int) -> list[int]:
@@ -66,8 +63,7 @@ def test_running_runs_get_progress_waiting_runs_a_resync_others_nothing() -> Non
 
 
 def test_a_run_whose_pod_was_refused_is_resynced_less_often() -> None:
-    refused = run("refused", "Pending")
-    refused["status"]["reason"] = "QuotaExceeded"
+    refused = run("refused", "Pending", reason="QuotaExceeded")
     seen = [t for t in range(1, 241) if sweep.due([refused], t - 1, t)]
     assert len(seen) == 240 // sweep.REFUSED_INTERVAL and sweep.REFUSED_INTERVAL > sweep.RESYNC_INTERVAL
 
@@ -104,7 +100,7 @@ class FakeKube:
 
 
 def sweep_once(kube: FakeKube | None, ticks: list[tuple[float, float]],
-               runs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+               runs: list[views.RunEntry]) -> list[tuple[str, str, bool]]:
     followed: list[tuple[str, str, bool]] = []
 
     async def follow(namespace: str, name: str, with_progress: bool) -> None:
@@ -112,7 +108,7 @@ def sweep_once(kube: FakeKube | None, ticks: list[tuple[float, float]],
 
     async def main() -> None:
         peering = sweep.Peering("kto", "ns", 5) if kube is not None else None
-        s = sweep.Sweep({("ns", r["metadata"]["name"]): [r] for r in runs}, follow, kube, peering)  # type: ignore[arg-type]
+        s = sweep.Sweep({("ns", r.name): [r] for r in runs}, follow, kube, peering)
         s.adopt()
         for previous, now in ticks:
             await s.once(previous, now)
@@ -153,7 +149,7 @@ def test_a_failed_follow_is_logged_and_the_sweep_goes_on(caplog: pytest.LogCaptu
             raise KeyError("bug")
 
     async def main() -> None:
-        s = sweep.Sweep({("ns", f"r{i}"): [run(f"r{i}", "Running")] for i in range(3)}, follow, None)  # type: ignore[arg-type]
+        s = sweep.Sweep({("ns", f"r{i}"): [run(f"r{i}", "Running")] for i in range(3)}, follow, None)
         s.adopt()
         await s.once(0, sweep.FOLLOW_INTERVAL)
         await asyncio.gather(*s.in_flight.values(), return_exceptions=True)
@@ -178,7 +174,7 @@ def test_follows_run_in_the_context_a_handler_lent() -> None:
         seen.append(MARK.get(None))
 
     async def main() -> None:
-        s = sweep.Sweep({("ns", "r"): [run("r", "Running")]}, follow, None)  # type: ignore[arg-type]
+        s = sweep.Sweep({("ns", "r"): [run("r", "Running")]}, follow, None)
         await s.once(0, sweep.FOLLOW_INTERVAL)  # no handler ran yet: nothing to lend, nothing followed
         assert not s.in_flight
 
@@ -203,7 +199,7 @@ def test_a_run_still_being_followed_is_not_followed_twice() -> None:
         await release.wait()
 
     async def main() -> None:
-        s = sweep.Sweep({("ns", "r"): [run("r", "Running")]}, slow, None)  # type: ignore[arg-type]
+        s = sweep.Sweep({("ns", "r"): [run("r", "Running")]}, slow, None)
         s.adopt()
         for k in range(1, 4):  # three turns of the run while its first follow still waits
             await s.once((k - 1) * sweep.FOLLOW_INTERVAL, k * sweep.FOLLOW_INTERVAL)
@@ -224,11 +220,8 @@ def test_a_run_still_being_followed_is_not_followed_twice() -> None:
 def test_runs_without_a_pod_share_a_budget_of_events_lists(waiting: int) -> None:
     """Each resync of a run without a pod lists its Job's Events: however many wait, together at most
     LISTS_PER_SECOND (a few alone keep their own interval); a run whose pod is starting is not slowed down."""
-    runs = [run(f"r{i}", "Pending") for i in range(waiting)]
-    for i, tr in enumerate(runs):
-        tr["status"]["reason"] = "QuotaExceeded" if i % 2 else "JobCreated"
-    starting = run("starting", "Pending")
-    starting["status"]["reason"] = "ContainerCreating"
+    runs = [run(f"r{i}", "Pending", reason="QuotaExceeded" if i % 2 else "JobCreated") for i in range(waiting)]
+    starting = run("starting", "Pending", reason="ContainerCreating")
     window = 600
     lists: collections.Counter[str] = collections.Counter()
     for t in range(1, window + 1):
@@ -236,7 +229,7 @@ def test_runs_without_a_pod_share_a_budget_of_events_lists(waiting: int) -> None
             lists[name] += 1
     listed = sum(n for name, n in lists.items() if name != "starting")
     assert listed <= sweep.LISTS_PER_SECOND * window + waiting  # each run's phase may add one turn at the edge
-    assert all(lists[tr["metadata"]["name"]] >= 1 for tr in runs)  # none starved
+    assert all(lists[tr.name] >= 1 for tr in runs)  # none starved
     assert lists["starting"] == window // sweep.RESYNC_INTERVAL
     if waiting == 1:  # alone: its own interval (refusal check 15 s after the Job)
         assert lists["r0"] == window // sweep.RESYNC_INTERVAL
@@ -247,9 +240,7 @@ def test_the_budget_moves_no_turn_while_the_number_of_waiting_runs_changes_a_lit
     assert {sweep.budgeted(sweep.RESYNC_INTERVAL, n) for n in range(990, 1020)} == {480.0}
     assert sweep.budgeted(sweep.RESYNC_INTERVAL, 10) == sweep.RESYNC_INTERVAL
     assert sweep.budgeted(sweep.REFUSED_INTERVAL, 1000) / 1000 >= 1 / sweep.LISTS_PER_SECOND
-    refused = [run(f"r{i}", "Pending") for i in range(1020)]
-    for tr in refused:
-        tr["status"]["reason"] = "QuotaExceeded"
+    refused = [run(f"r{i}", "Pending", reason="QuotaExceeded") for i in range(1020)]
     longest: dict[str, int] = {}
     last: dict[str, int] = {}
     for t in range(1, 2001):
