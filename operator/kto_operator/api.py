@@ -91,8 +91,9 @@ class JobConflict(RuntimeError):
 
 
 class JobRejected(ValueError):
-    """The API server refused a child as invalid (422): something the CRD schema lets through but a Job cannot
-    hold (an image with spaces, a bad env name or label key). Retrying cannot help."""
+    """The API server refused a child: invalid (422: an image with spaces, a bad env name or label key) or not
+    decodable as its kind (400: a number beyond the field's int32). Something the CRD schema lets through but a
+    Job cannot hold; retrying cannot help."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,13 +293,13 @@ class Api:
 
     async def create_owned(self, kind: Kind, manifest: Mapping[str, Any], owner_uid: str) -> bool:
         """Create a child of `owner_uid`; False when it exists and is already ours (an earlier attempt's).
-        JobRejected on a 422, JobConflict when the name is another owner's or the object is being deleted."""
+        JobRejected on a 400 or 422, JobConflict when the name is another owner's or the object is being deleted."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
             await self.create(kind, manifest)
             return True
         except ApiError as err:
-            if err.status == 422:
+            if err.status in (400, 422):
                 raise JobRejected(err.message) from err
             if err.status != 409:
                 raise

@@ -334,6 +334,7 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("image with a space", {"image": "kto trainer:1"}, "spec.image"),
     ("service account not a DNS name", {"serviceAccountName": "Bad_Name"}, "spec.serviceAccountName"),
     ("S3 secret not a DNS name", {"s3": {"credentialsSecret": "S3 creds"}}, "spec.s3.credentialsSecret"),
+    ("Job TTL beyond the Job's int32", {"ttlSecondsAfterFinished": 2875451371}, "spec.ttlSecondsAfterFinished"),
     ("env secret key with a slash",
      {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a/b"}}}]}, "secretKeyRef.key"),
 ]

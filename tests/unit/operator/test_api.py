@@ -126,6 +126,8 @@ def test_create_owned_adopts_ours_and_refuses_others_and_invalid(tmp_path: Path)
             body = json.loads(request.content)
             if body["metadata"]["name"] == "bad":
                 return status(422, "spec.template: invalid")
+            if body["metadata"]["name"] == "undecodable":
+                return status(400, "cannot unmarshal number 2875451371 into Go struct field of type int32")
             return status(409, "already exists") if body["metadata"]["name"] == "j" else httpx.Response(201, json=body)
         return httpx.Response(200, json=existing)
 
@@ -140,6 +142,8 @@ def test_create_owned_adopts_ours_and_refuses_others_and_invalid(tmp_path: Path)
         run(client.create_owned(api.JOBS, ours, "another"))
     with pytest.raises(api.JobRejected, match="invalid"):
         run(client.create_owned(api.SERVICES, {**manifest, "metadata": {"name": "bad", "namespace": "ns"}}, "mine"))
+    with pytest.raises(api.JobRejected, match="int32"):
+        run(client.create_owned(api.JOBS, {**manifest, "metadata": {"name": "undecodable", "namespace": "ns"}}, "mine"))
 
 
 def test_delete_owned_sends_background_propagation_and_the_uid_precondition(tmp_path: Path) -> None:
