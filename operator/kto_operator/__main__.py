@@ -9,6 +9,9 @@ import sys
 # imports it), and kopf logs in with our `connection.login` handler.
 # Only here, in the operator's own process: importing kto_operator as a library (tests) must not block it.
 sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+# httpx's command-line tool, which httpx imports whenever it can (its `main`): click, and where installed (keras
+# brings them to a development virtualenv) rich and pygments. httpx falls back to a stub on the ImportError.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from kto_operator.main import main  # noqa: E402  (after the block above, which must precede kopf's import)
 

@@ -21,12 +21,11 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-# As kto_operator/__main__: the `kubernetes` client stays out of the operator's process.
-sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-
-from kto_operator.api import JOBS, RUNS, Api  # noqa: E402  (after the block above, which must precede kopf's import)
-from kto_operator.main import main  # noqa: E402
-from kto_operator.tracking import Tracker  # noqa: E402
+# The entry point's module blocks first (the `kubernetes` client, httpx's command-line tool), as in the operator.
+import kto_operator.__main__  # noqa: F401  (before kopf's import)
+from kto_operator.api import JOBS, RUNS, Api
+from kto_operator.main import main
+from kto_operator.tracking import Tracker
 
 POINTS = ("run-created", "run-recorded", "job-created", "job-recorded")
 logger = logging.getLogger("tests.crashing_operator")

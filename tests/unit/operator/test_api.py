@@ -255,13 +255,14 @@ def test_no_credentials_at_all_is_a_login_error(tmp_path: Path, monkeypatch: pyt
 def test_the_operator_process_never_imports_kubernetes() -> None:
     """kopf imports the kubernetes client (a large share of the process's memory) whenever it can, and the development
     environment has it (the bed and the tests use it): the entry point must keep it out, handlers and lightkube
-    included, and kopf must then log in with our handler, not through that client.
+    included, and kopf must then log in with our handler, not through that client. Nor httpx's command-line tool
+    (click, rich, pygments: the development environment has them).
     A fresh interpreter, since this one has imported it."""
     code = ("import sys, kto_operator.__main__, kto_operator.main as m; m.load_handlers(); import kopf; "
             "from kopf._core.intents import causes; "  # kopf exposes no public list of registered handlers
             "logins = kopf.get_default_registry()._activities.get_handlers(causes.Activity.AUTHENTICATION); "
             "print(sorted(n for n, mod in sys.modules.items() if mod is not None "  # None: blocked, not loaded
-            "and (n == 'kubernetes' or n.startswith('kubernetes.')))); "
+            "and n.split('.')[0] in ('kubernetes', 'click', 'rich', 'pygments'))); "
             "print([f'{h.fn.__module__}.{h.fn.__name__}' for h in logins])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     modules, logins = out.stdout.strip().splitlines()
