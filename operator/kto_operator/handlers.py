@@ -62,6 +62,13 @@ def watching(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
 
 
+def queueing(settings: kopf.OperatorSettings) -> None:
+    """kopf's worker of an object ends 1 s after the object's last event, not 5: in a burst, every new run's worker
+    would otherwise outlive its handling by seconds, holding its event queue and state. A later event starts a new
+    worker. No limit on the workers: kopf deadlocks at startup with more existing objects than its limit."""
+    settings.queueing.idle_timeout = 1.0
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     """Build the operator's settings and collaborators once; tune kopf for namespace-only rights."""
@@ -83,6 +90,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
         settings.peering.lifetime = int(memo.get("peering_lifetime") or settings.peering.lifetime)
     settings.scanning.disabled = True
     settings.execution.max_workers = ours.max_workers
+    queueing(settings)
     settings.posting.reporting_component = naming.MANAGED_BY
     settings.posting.level = logging.WARNING  # Events come from explicit kopf.info/warn, not from logs.
     watching(settings)

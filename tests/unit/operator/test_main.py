@@ -51,3 +51,13 @@ def test_no_watch_is_restarted_for_mere_quiet_before_the_servers_own_restart() -
     assert w.server_timeout is not None and w.client_timeout is not None
     assert w.server_timeout < w.client_timeout <= w.inactivity_timeout
     assert w.label_selectors.collect(kopf.Resource("", "v1", "pods")) == [handlers.CHILD_SELECTOR]
+
+
+def test_an_objects_worker_ends_soon_after_its_last_event_and_workers_are_not_limited() -> None:
+    import kopf
+    from kto_operator import handlers
+
+    settings = kopf.OperatorSettings()
+    assert settings.queueing.idle_timeout > 1.0  # kopf's default keeps each object's worker seconds after its event
+    handlers.queueing(settings)
+    assert settings.queueing.idle_timeout <= 1.0 and settings.queueing.worker_limit is None
