@@ -73,6 +73,8 @@ TAG_IMAGE_ID = f"{GROUP}/image-id"  # the image by digest, once the trainer pod 
 CONTAINER_NAME = "trainer"
 
 DNS_LABEL_MAX = 63
+# The largest value of an int32 field of a Kubernetes object (a Job's ttlSecondsAfterFinished).
+INT32_MAX = 2**31 - 1
 _HASH_LEN = 8
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _INVALID_CHARS_RE = re.compile(r"[^a-z0-9-]+")

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from collections.abc import Mapping
 
+from . import naming
+
 DEFAULT_TRACKING_URI = "http://mlflow:5000"
 
 
@@ -103,7 +105,8 @@ class OperatorSettings:
             default_service_account=env.get("KTO_DEFAULT_SERVICE_ACCOUNT") or None,
             default_resources=_resources(env, "KTO_DEFAULT_RESOURCES"),
             default_pod_deadline=_optional_int(env, "KTO_DEFAULT_POD_DEADLINE_SECONDS", minimum=1),
-            default_ttl=_optional_int(env, "KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED", minimum=0),
+            default_ttl=_optional_int(env, "KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED", minimum=0,
+                                      maximum=naming.INT32_MAX),
             console_port=env_int(env, "KTO_CONSOLE_PORT", cls.console_port, minimum=0),
             console_host=env.get("KTO_CONSOLE_HOST") or cls.console_host,
             console_oauth_proxy=env_bool(env, "KTO_CONSOLE_OAUTH_PROXY", cls.console_oauth_proxy),
@@ -127,7 +130,8 @@ class OperatorSettings:
         return min(self.mlflow_retry_max_delay, self.mlflow_retry_delay * (2 ** max(0, attempt)))
 
 
-def env_int(env: Mapping[str, str], key: str, default: int, minimum: int | None = None) -> int:
+def env_int(env: Mapping[str, str], key: str, default: int, minimum: int | None = None,
+            maximum: int | None = None) -> int:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
@@ -137,6 +141,8 @@ def env_int(env: Mapping[str, str], key: str, default: int, minimum: int | None 
         raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise SettingsError(f"{key} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{key} must be <= {maximum}, got {value}")
     return value
 
 
@@ -162,11 +168,11 @@ def env_bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     return raw in ("true", "1", "yes")
 
 
-def _optional_int(env: Mapping[str, str], key: str, minimum: int) -> int | None:
+def _optional_int(env: Mapping[str, str], key: str, minimum: int, maximum: int | None = None) -> int | None:
     """An integer, or None when unset, empty or `none`."""
     if (env.get(key) or "none").strip().lower() == "none":
         return None
-    return env_int(env, key, minimum, minimum=minimum)
+    return env_int(env, key, minimum, minimum=minimum, maximum=maximum)
 
 
 def _resources(env: Mapping[str, str], key: str) -> dict[str, dict[str, str]] | None:

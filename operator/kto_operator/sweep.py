@@ -173,7 +173,7 @@ class Sweep:
             now = self.loop_time()
             try:
                 await self.once(previous, now)
-            except (KeyError, TypeError, ValueError) as exc:  # an index entry of an unexpected shape
+            except (KeyError, TypeError, ValueError) as exc:  # a bad value in one run's entry: one pass lost
                 logger.error("sweep pass failed, next one in %.0f s: %s", TICK, exc, exc_info=exc)
             previous = now
 

@@ -28,7 +28,7 @@ class Stored:
     event alive), and a reader may change its copy at will."""
 
     name: str
-    text: str
+    text: str = dataclasses.field(repr=False)
 
     def body(self) -> dict[str, Any]:
         decoded: dict[str, Any] = json.loads(self.text)
@@ -136,12 +136,7 @@ class Views:
     def run(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The TrainingRun as last watched (an unconfirmed copy), None when it is final, being deleted or gone."""
         found: RunEntry | None = _first(self.runs, (namespace, name))
-        if found is None:
-            return None
-        tr = found.body()
-        tr["status"] = tr.get("status") or {}
-        tr[UNCONFIRMED] = True
-        return tr
+        return working_copy(found.body(), confirmed=False) if found is not None else None
 
     def job(self, uid: str, name: str) -> dict[str, Any] | None:
         return next((j.body() for j in self.jobs.get(uid) or () if j.name == name), None)

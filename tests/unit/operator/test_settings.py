@@ -57,6 +57,7 @@ def test_namespace_argument_wins_over_env() -> None:
     {"KTO_MLFLOW_TRACKING_URI": "mlflow:5000"},
     {"KTO_MLFLOW_TRACKING_URI": "file:///tmp/mlruns"},  # the operator speaks MLflow's REST API only
     {"KTO_MLFLOW_RETRY_DELAY": "10", "KTO_MLFLOW_RETRY_MAX_DELAY": "5"},
+    {"KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED": str(2**31)},  # beyond the Job field's int32: no Job could be made
 ])
 def test_bad_values_are_refused_with_the_variable_name(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
@@ -88,3 +89,10 @@ def test_console_settings() -> None:
 def test_bad_console_values_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="KTO_CONSOLE_"):
         OperatorSettings.from_env(env)
+
+
+def test_the_default_job_ttl_goes_up_to_the_job_fields_int32() -> None:
+    env = {"KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED": str(2**31 - 1)}
+    assert OperatorSettings.from_env(env).default_ttl == 2**31 - 1
+    with pytest.raises(SettingsError, match="KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED must be <= 2147483647"):
+        OperatorSettings.from_env({"KTO_DEFAULT_TTL_SECONDS_AFTER_FINISHED": str(2**31)})

@@ -7,6 +7,8 @@ from typing import Any
 
 from kto_operator import naming, views
 
+from .indexes import indexed
+
 
 def run(phase: str | None = None, deleting: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
@@ -19,11 +21,6 @@ def run(phase: str | None = None, deleting: bool = False) -> dict[str, Any]:
 def entry_of(body: dict[str, Any]) -> views.RunEntry:
     (entry,) = views.run_entry(body).values()
     return entry
-
-
-def runs_index(*bodies: dict[str, Any]) -> dict[tuple[str, str], list[views.RunEntry]]:
-    """As kopf's index holds them: each key with the entries under it."""
-    return {key: [entry] for body in bodies for key, entry in views.run_entry(body).items()}
 
 
 def test_only_runs_a_follow_may_act_on_are_indexed() -> None:
@@ -55,7 +52,7 @@ def test_children_are_indexed_by_their_run_uid() -> None:
 
 
 def test_a_run_read_from_the_index_is_an_unconfirmed_copy() -> None:
-    index = views.Views(runs=runs_index(run("Running")))
+    index = indexed(runs=[run("Running")])
     found = index.run("ns", "r")
     assert found is not None and found[views.UNCONFIRMED]
     found["status"]["phase"] = "Succeeded"
@@ -63,7 +60,7 @@ def test_a_run_read_from_the_index_is_an_unconfirmed_copy() -> None:
     again = index.run("ns", "r")
     assert again is not None and again["status"]["phase"] == "Running" and again["metadata"]["resourceVersion"] == "7"
     assert views.Views().run("ns", "r") is None
-    without_status = views.Views(runs=runs_index(run())).run("ns", "r")
+    without_status = indexed(runs=[run()]).run("ns", "r")
     assert without_status is not None and without_status["status"] == {}
     confirmed = views.working_copy({"metadata": {"name": "r"}}, confirmed=True)
     assert views.UNCONFIRMED not in confirmed and confirmed["status"] == {}
@@ -104,7 +101,7 @@ def test_index_entries_leave_out_what_no_follow_reads() -> None:
 
 
 def test_an_index_entry_is_compact_text() -> None:
-    """An entry as dicts cost several kB per object (a dict per nested field); its JSON text a fraction of it."""
+    """An entry is the object's JSON text, far smaller than the same object as dicts."""
     body = run("Running")
     body["spec"] = {"image": "registry/trainer:1", "parameters": {"epochs": 3, "learning_rate": 0.001},
                     "env": [{"name": f"VAR_{i}", "value": str(i)} for i in range(5)],
