@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -306,18 +306,23 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
 
 
-def _tree(pid: int) -> list[int]:
-    """pid and its descendants (MLflow's server runs uvicorn workers under it)."""
+def _children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = collections.defaultdict(list)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             rest = stat.read_text().rsplit(")", 1)[1].split()
             children[int(rest[1])].append(int(stat.parent.name))
+    return children
+
+
+def _tree(pid: int, children: Mapping[int, list[int]], apart: set[int]) -> list[int]:
+    """pid and its descendants (MLflow's server runs uvicorn workers under it), without those in `apart` and
+    theirs (processes measured on their own: the operator is this bench's child)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        todo.extend(children.get(p, []))
+        todo.extend(c for c in children.get(p, []) if c not in apart)
     return out
 
 
@@ -337,10 +342,10 @@ class CpuMeter:
         self.started = 0.0
 
     def _sample(self) -> dict[str, float]:
-        out = {}
+        out, children, measured = {}, _children(), set(self.pids.values())
         for name, pid in self.pids.items():
             total = 0.0
-            for p in _tree(pid):
+            for p in _tree(pid, children, measured - {pid}):
                 with contextlib.suppress(OSError):
                     total += _cpu_seconds(p)
             out[name] = total
