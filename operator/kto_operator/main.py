@@ -15,8 +15,10 @@ import kopf
 from .identity import ensure_user_name
 
 # The modules whose import registers the handlers with kopf: TrainingRuns, then PowerSchedules, then the web
-# console (it serves both halves' objects, in the process that is never put to sleep).
-HANDLERS = ("kto_operator.handlers", "kto_operator.power.handlers", "kto_operator.console.handlers")
+# console (it serves both halves' objects, in the process that is never put to sleep), then the process's own
+# upkeep (its heap).
+HANDLERS = ("kto_operator.handlers", "kto_operator.power.handlers", "kto_operator.console.handlers",
+            "kto_operator.heap")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,7 +22,7 @@ def test_namespace_and_all_namespaces() -> None:
 
 def test_handlers_loaded() -> None:
     assert main.load_handlers() == ["kto_operator.handlers", "kto_operator.power.handlers",
-                                    "kto_operator.console.handlers"]
+                                    "kto_operator.console.handlers", "kto_operator.heap"]
 
 
 @pytest.mark.parametrize(("argv", "kopf_objects"), [(["-n", "a"], "WARNING"), (["-n", "a", "--verbose"], "DEBUG")])
