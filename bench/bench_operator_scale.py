@@ -126,12 +126,16 @@ def pipeline_rate(bed: Any, n: int, workers: int) -> dict[str, Any]:
         watcher = JsonJobWatcher(bed.api(), ns.name)
         watcher.start()
         watcher.ready.wait(30)
+        cpu = CpuMeter()
+        cpu.start()
         start = time.monotonic()
         asyncio.run(_pipeline(bed.env["MLFLOW_TRACKING_URI"], ns, experiment_id, n, workers))
         poll(lambda: watcher.count() >= n, 300, f"{n} raw pipeline Jobs seen", 0.05)
+        machine = cpu.stop()
         watcher.stop.set()
         elapsed = max(watcher.seen.values()) - start
-        return {"runs": n, "workers": workers, "elapsed_s": round(elapsed, 2), "runs_per_s": round(n / elapsed, 1)}
+        return {"runs": n, "workers": workers, "elapsed_s": round(elapsed, 2), "runs_per_s": round(n / elapsed, 1),
+                "machine": machine}
     finally:
         ns.delete()
         _drop_experiment(bed, name)
@@ -207,6 +211,12 @@ def _drop_experiment(bed: Any, name: str) -> None:
         print(f"(could not delete experiment {name}: {exc})")
 
 
+def _print_machine(title: str, machine: dict[str, Any], runs: int) -> None:
+    print(f"  CPU during the {title} ({machine['wall_s']} s, {machine['busy_cores']} cores busy), ms per run: "
+          + ", ".join(f"{k} {1000 * v / runs:.1f}" for k, v in sorted(machine["cpu_s"].items(), key=lambda kv: -kv[1])
+                      if v))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000)
@@ -233,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  raw Job creates       {raw['jobs_per_s']:7.1f} /s   ({args.workers} threads; one thread: "
           f"{raw_1['jobs_per_s']:.1f} /s)")
     print(f"  raw pipeline          {pipeline['runs_per_s']:7.1f} /s   (MLflow runs/create + Job create per run)")
+    _print_machine("raw pipeline", pipeline["machine"], args.runs)
     print(f"  operator runs         {op['runs_per_s']:7.1f} /s   ratio to the raw pipeline {ratio:.2f} "
           "(target >= 0.8), "
           f"to raw Job creates {op['runs_per_s'] / raw['jobs_per_s']:.2f}")
@@ -240,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  max {op['max_s']:.2f} s; operator CPU {op['operator_cpu_ms_per_run']} ms per run (target <= 10)")
     print(f"  operator RSS idle {op['rss_idle_mb']} MB, after the burst {op['rss_after_mb']} MB "
           f"(peak {op['hwm_mb']} MB); tracebacks in its log: {op['operator_tracebacks']}")
-    machine = op["machine"]
-    print(f"  CPU during the burst ({machine['wall_s']} s, {machine['busy_cores']} cores busy): "
-          + ", ".join(f"{k} {v} s" for k, v in sorted(machine["cpu_s"].items(), key=lambda kv: -kv[1])))
+    _print_machine("operator burst", op["machine"], args.runs)
     print("  API requests per TrainingRun (all clients): "
           + ", ".join(f"{k} {v}" for k, v in op["apiserver_requests_per_run"].items()))
     if profile:
