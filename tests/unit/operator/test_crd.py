@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kto_operator import naming
 
 CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "trainingrun.yaml"
 
@@ -79,6 +80,13 @@ def test_spec_fields(version: dict[str, Any]) -> None:
         "activeDeadlineSeconds", "ttlSecondsAfterFinished", "cancel", "registerModel", "nodeSelector",
         "tolerations", "serviceAccountName"}
     assert spec["properties"]["backoffLimit"]["default"] == 0
+
+
+def test_fields_copied_into_the_jobs_int32_fields_stop_at_its_limit(version: dict[str, Any]) -> None:
+    """Above it a run would pass the CRD and fail at its Job's create; the operator's own default has the same cap."""
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["ttlSecondsAfterFinished"]["maximum"] == naming.INT32_MAX
+    assert spec["backoffLimit"]["maximum"] <= naming.INT32_MAX
 
 
 def test_status_fields(version: dict[str, Any]) -> None:
