@@ -2,8 +2,8 @@
 
 glibc returns freed memory to the system only from the top of its heap: after a burst of runs, the pages the
 burst's objects held stay mapped, and the RSS stays at the burst's peak until a restart. Every TRIM_INTERVAL,
-`malloc_trim(0)` hands every whole free page back (about 1 ms after a burst of 1,000 runs, less when there is
-nothing to give). Where the C library has no malloc_trim (musl, macOS) nothing runs.
+`malloc_trim(0)` hands every whole free page back: a walk of the allocator's free lists, cheap next to the
+interval. Where the C library has no malloc_trim (musl, macOS) nothing runs.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ Trim = Callable[[int], int]
 def trimmer() -> Trim | None:
     """The C library's malloc_trim, or None where it has none."""
     try:
-        return ctypes.CDLL(None).malloc_trim  # the process's own C library
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
     except (AttributeError, OSError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int  # int malloc_trim(size_t pad)
+    return trim
 
 
 async def trimming(trim: Trim, interval: float) -> None:

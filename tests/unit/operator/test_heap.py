@@ -22,7 +22,8 @@ import sys
 from kto_operator import heap
 
 def rss_kb():
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 objects = [bytes(2000) + bytes([i % 256]) for i in range(40_000)]  # about 80 MB
 kept = objects[::50] + [objects[-1]]
@@ -67,5 +68,17 @@ def test_started_with_the_operator_and_stopped_by_its_cleanup() -> None:
         await heap.stop_trimming(memo=memo)
         assert task.cancelled() and "heap_trimming" not in memo
         await heap.stop_trimming(memo=memo)  # a second cleanup (kopf retries) finds nothing to stop
+
+    asyncio.run(main())
+
+
+def test_nothing_runs_without_malloc_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "trimmer", lambda: None)  # a C library without it (musl, macOS)
+
+    async def main() -> None:
+        memo = kopf.Memo()
+        await heap.start_trimming(memo=memo)
+        assert "heap_trimming" not in memo
+        await heap.stop_trimming(memo=memo)
 
     asyncio.run(main())
