@@ -61,3 +61,44 @@ def test_an_objects_worker_ends_soon_after_its_last_event_and_workers_are_not_li
     assert settings.queueing.idle_timeout > 1.0  # kopf's default keeps each object's worker seconds after its event
     handlers.queueing(settings)
     assert settings.queueing.idle_timeout <= 1.0 and settings.queueing.worker_limit is None
+
+
+def test_the_startup_handler_applies_the_kopf_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() itself, its API calls replaced: the watch timeouts, selectors and worker idle time tested above
+    are the ones a started operator runs with."""
+    import asyncio
+    import logging
+
+    import kopf
+    from kto_operator import handlers
+
+    async def no_service_account(kube: object, token: object) -> None:
+        return None
+
+    async def anonymous() -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server="https://k8s.test")
+
+    async def none_unrecorded(kube: object, namespace: object) -> set[str]:
+        return set()
+
+    monkeypatch.setattr(handlers.connection, "shared", lambda memo, options, user: object())
+    monkeypatch.setattr(handlers.identity, "own_service_account", no_service_account)
+    monkeypatch.setattr(handlers.api, "connection_info", anonymous)
+    monkeypatch.setattr(handlers.context, "unrecorded", none_unrecorded)
+    monkeypatch.setenv("KTO_METRICS_PORT", "0")  # no port bound
+    watching, queueing = kopf.OperatorSettings(), kopf.OperatorSettings()
+    handlers.watching(watching)
+    handlers.queueing(queueing)
+
+    async def main() -> kopf.OperatorSettings:
+        settings, memo = kopf.OperatorSettings(), kopf.Memo(namespace="team-a")
+        await handlers.configure(settings=settings, memo=memo, logger=logging.getLogger("test"),
+                                 live_trainingruns={})
+        memo.sweep_task.cancel()
+        await asyncio.gather(memo.sweep_task, return_exceptions=True)
+        await memo.trainingruns.tracker.close()
+        return settings
+
+    settings = asyncio.run(main())
+    assert settings.watching == watching.watching and settings.queueing == queueing.queueing
+    assert settings.peering.standalone and settings.scanning.disabled
