@@ -15,8 +15,8 @@ PowerSchedule) are left out of the essence, as kopf leaves out those of a prefix
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 import kopf
 
@@ -39,6 +39,19 @@ def status_field(encoded: str) -> dict[str, Any]:
 def carried(body: Mapping[str, Any] | None) -> str | None:
     """The diff base a stored object carries in its status."""
     return ((((body or {}).get(FIELD[0]) or {}).get(FIELD[1])) or {}).get(FIELD[2])
+
+
+def kept_by_kopf(body: Mapping[str, Any], extra_fields: Iterable[Any] | None) -> dict[str, Any]:
+    """The part of `body` kopf's essence is built from (its build deep-copies what it is given, then drops the
+    rest): not the metadata but its labels and annotations (managedFields, the larger half of an object, go),
+    not the status; a stanza an extra field reaches into is kept whole."""
+    whole = {field.split(".")[0] if isinstance(field, str) else next(iter(field))
+             for field in extra_fields or () if field}
+    kept = {key: value for key, value in body.items() if key not in ("metadata", "status") or key in whole}
+    meta = body.get("metadata")
+    if "metadata" not in whole and isinstance(meta, Mapping):
+        kept["metadata"] = {key: meta[key] for key in ("labels", "annotations") if key in meta}
+    return kept
 
 
 class StatusDiffBase(kopf.StatusDiffBaseStorage):
@@ -65,7 +78,7 @@ class StatusDiffBase(kopf.StatusDiffBaseStorage):
         return self.legacy.fetch(body=body)
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        essence = super().build(body=body, extra_fields=extra_fields)
+        essence = super().build(body=cast(kopf.Body, kept_by_kopf(body, extra_fields)), extra_fields=extra_fields)
         annotations = essence.get("metadata", {}).get("annotations")
         if annotations:
             for key in [k for k in annotations if k.startswith(f"{naming.KOPF_PREFIX}/")]:

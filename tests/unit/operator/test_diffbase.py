@@ -65,3 +65,26 @@ def test_carried_reads_what_the_api_server_stored() -> None:
     assert diffbase.carried({"status": diffbase.status_field(encoded)}) == encoded
     assert diffbase.carried({"status": {"phase": "Pending"}}) is None  # pruned by a CRD without status.kopf
     assert diffbase.carried(None) is None
+
+
+def test_the_essence_is_kopfs_own_built_from_less() -> None:
+    """kopf's build from the trimmed body equals its build from the whole one: managedFields, other metadata and
+    the status never reach the essence, extra fields (the spec handler's `spec`, a status field) still do."""
+    full: dict[str, Any] = {
+        "apiVersion": "kto.dev/v1alpha1", "kind": "TrainingRun",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "generation": 2, "finalizers": [naming.FINALIZER],
+                     "labels": {"team": "a"},
+                     "annotations": {"note": "x", "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                     f"{naming.KOPF_PREFIX}/last-handled-configuration": "{}"},
+                     "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+        "spec": {"image": "trainer:1", "experiment": "e", "parameters": {"epochs": 2}},
+        "status": {"phase": "Running", "mlflow": {"runId": "r1"},
+                   "kopf": {"lastHandledConfiguration": diffbase.encode(ESSENCE)}}}
+    ours, theirs = diffbase.StatusDiffBase({}), kopf.StatusDiffBaseStorage(field=".".join(diffbase.FIELD))
+    for extra in (None, [("spec",)], ["status.phase"], [("metadata", "generation")]):
+        kopf_essence = theirs.build(body=kopf.Body(full), extra_fields=extra)
+        annotations = kopf_essence.get("metadata", {}).get("annotations", {})
+        annotations.pop(f"{naming.KOPF_PREFIX}/last-handled-configuration", None)  # ours leaves kto.dev/ out
+        assert ours.build(body=kopf.Body(full), extra_fields=extra) == kopf_essence, extra
+    assert "managedFields" not in diffbase.kept_by_kopf(full, None)["metadata"]
+    assert "status" not in diffbase.kept_by_kopf(full, [("spec",)])
