@@ -158,8 +158,18 @@ class BenchNamespace:
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.name, PLURAL)["items"]
         return [i["metadata"]["name"] for i in items]
 
+    def gone(self) -> bool:
+        try:
+            self.core.read_namespace(self.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
     def delete(self) -> None:
-        """Release our finalizers by hand (the operator is stopped first) and drop the namespace."""
+        """Release our finalizers by hand (the operator is stopped first), drop the namespace and wait until it is
+        gone: its garbage (a thousand Jobs and runs) collected in the background would load the next phase."""
         def release(name: str) -> None:
             with contextlib.suppress(ApiException):
                 self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.name, PLURAL, name,
@@ -169,6 +179,9 @@ class BenchNamespace:
             list(pool.map(release, self.run_names()))
         with contextlib.suppress(ApiException):
             self.core.delete_namespace(self.name, propagation_policy="Background")
+        started = time.monotonic()
+        poll(self.gone, 600, f"namespace {self.name} to be deleted", interval=1.0)
+        print(f"(namespace {self.name} deleted in {time.monotonic() - started:.1f} s)")
 
 
 def submit_runs(custom: client.CustomObjectsApi, namespace: str, names: Iterable[str], experiment: str,
