@@ -159,6 +159,7 @@ class BenchNamespace:
         return [i["metadata"]["name"] for i in items]
 
     def gone(self) -> bool:
+        """True once the API server no longer has the namespace."""
         try:
             self.core.read_namespace(self.name)
         except ApiException as exc:
@@ -169,7 +170,7 @@ class BenchNamespace:
 
     def delete(self) -> None:
         """Release our finalizers by hand (the operator is stopped first), drop the namespace and wait until it is
-        gone: its garbage (a thousand Jobs and runs) collected in the background would load the next phase."""
+        gone: its Jobs and runs, collected in the background, would load the next phase."""
         def release(name: str) -> None:
             with contextlib.suppress(ApiException):
                 self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.name, PLURAL, name,
@@ -177,8 +178,11 @@ class BenchNamespace:
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(release, self.run_names()))
-        with contextlib.suppress(ApiException):
+        try:
             self.core.delete_namespace(self.name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
         started = time.monotonic()
         poll(self.gone, 600, f"namespace {self.name} to be deleted", interval=1.0)
         print(f"(namespace {self.name} deleted in {time.monotonic() - started:.1f} s)")

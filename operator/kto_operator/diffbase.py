@@ -15,7 +15,7 @@ PowerSchedule) are left out of the essence, as kopf leaves out those of a prefix
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 import kopf
@@ -41,12 +41,12 @@ def carried(body: Mapping[str, Any] | None) -> str | None:
     return ((((body or {}).get(FIELD[0]) or {}).get(FIELD[1])) or {}).get(FIELD[2])
 
 
-def kept_by_kopf(body: Mapping[str, Any], extra_fields: Iterable[Any] | None) -> dict[str, Any]:
+def kept_by_kopf(body: Mapping[str, Any], extra_fields: Collection[Any]) -> dict[str, Any]:
     """The part of `body` kopf's essence is built from (its build deep-copies what it is given, then drops the
-    rest): not the metadata but its labels and annotations (managedFields, the larger half of an object, go),
-    not the status; a stanza an extra field reaches into is kept whole."""
+    rest): not the metadata but its labels and annotations (managedFields go), not the status; a stanza an
+    extra field reaches into is kept whole."""
     whole = {field.split(".")[0] if isinstance(field, str) else next(iter(field))
-             for field in extra_fields or () if field}
+             for field in extra_fields if field}
     kept = {key: value for key, value in body.items() if key not in ("metadata", "status") or key in whole}
     meta = body.get("metadata")
     if "metadata" not in whole and isinstance(meta, Mapping):
@@ -78,7 +78,8 @@ class StatusDiffBase(kopf.StatusDiffBaseStorage):
         return self.legacy.fetch(body=body)
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        essence = super().build(body=cast(kopf.Body, kept_by_kopf(body, extra_fields)), extra_fields=extra_fields)
+        fields = list(extra_fields or ())  # read twice: here and by kopf's build
+        essence = super().build(body=kopf.Body(cast(kopf.RawBody, kept_by_kopf(body, fields))), extra_fields=fields)
         annotations = essence.get("metadata", {}).get("annotations")
         if annotations:
             for key in [k for k in annotations if k.startswith(f"{naming.KOPF_PREFIX}/")]:
